@@ -1,0 +1,1 @@
+//! Pull, push, tags and copy of container images.

@@ -1,0 +1,1 @@
+//! Client for the registry HTTP API v2 / OCI distribution spec.

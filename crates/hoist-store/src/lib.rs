@@ -1,0 +1,1 @@
+//! Content-addressed local store: OCI layout, resumable ingests, unpacked layers, SQLite metadata.

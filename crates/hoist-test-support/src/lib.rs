@@ -1,0 +1,1 @@
+//! Test-only support: real-registry harness, token server, fault-injecting proxy.

@@ -1,0 +1,1 @@
+//! Transfer engine: deduplicated, watched, retried transfers with concurrency limits.

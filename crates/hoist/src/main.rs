@@ -1,0 +1,2 @@
+//! The `hoist` command-line tool.
+fn main() {}
