@@ -1,1 +1,42 @@
-//! Test-only support: real-registry harness, token server, fault-injecting proxy.
+//! Test support for hoist: the real registry, a token server and a fault proxy.
+//!
+//! Dev-only. Three pieces, each started with an `async fn`, each stopped (process
+//! killed, sockets closed, files removed) when dropped:
+//!
+//! - [`Registry`]: the CNCF distribution registry (`/usr/bin/docker-registry`, Debian
+//!   package `docker-registry`) on `127.0.0.1` at a free port, plain, with htpasswd
+//!   Basic auth, with token auth, or as a pull-through cache.
+//! - [`TokenServer`]: a Docker token service issuing ES256 JWTs the registry trusts,
+//!   with a per-user [`TokenPolicy`], request counters and failure knobs.
+//! - [`FaultProxy`]: a reverse proxy that resets, stalls, truncates, corrupts,
+//!   redirects or refuses requests picked by [`Rule`]s, and logs every request.
+//!
+//! ```no_run
+//! # async fn demo() -> hoist_test_support::Result<()> {
+//! use hoist_test_support::{Action, FaultProxy, Registry, Rule, TokenPolicy};
+//!
+//! let policy = TokenPolicy::new()
+//!     .user("writer", "pw")
+//!     .grant("writer", "*", &["pull", "push"]);
+//! let registry = Registry::start_with_token_auth(policy).await?;
+//! let proxy = FaultProxy::start(&registry.url()).await?;
+//! proxy.add_rule(Rule::get("/blobs/", Action::status_with_retry_after(503, "1")).once());
+//! // A client pointed at proxy.url() now gets one 503 on its first blob GET.
+//! # Ok(()) }
+//! ```
+
+mod error;
+mod proxy;
+mod registry;
+mod serve;
+mod sys;
+mod token;
+mod upstream;
+
+pub use error::{Error, Result};
+pub use proxy::{Action, FaultProxy, Listener, LogEntry, Matcher, Occurrence, Rule};
+pub use registry::{DEFAULT_BINARY, LogLevel, Registry, RegistryBuilder};
+pub use token::{
+    Access, DEFAULT_ISSUER, DEFAULT_SERVICE, TokenGrant, TokenPolicy, TokenRequest, TokenServer,
+    TokenServerBuilder,
+};
