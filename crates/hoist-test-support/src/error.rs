@@ -26,7 +26,9 @@ pub enum Error {
         tail: String,
     },
     /// The registry did not answer `GET /v2/` in time.
-    #[error("the registry at {url} did not answer GET /v2/ within {timeout:?}; last lines of {log}:\n{tail}")]
+    #[error(
+        "the registry at {url} did not answer GET /v2/ within {timeout:?}; last lines of {log}:\n{tail}"
+    )]
     RegistryTimeout {
         /// The URL that was probed.
         url: String,

@@ -15,41 +15,59 @@ use tokio::sync::Notify;
 use super::log::{EntryHandle, lock};
 use crate::upstream::{Body, BoxError};
 
-const NO_RESET: u8 = 0;
+const KEEP: u8 = 0;
 const RESET_AFTER_FLUSH: u8 = 1;
-const RESET_NOW: u8 = 2;
+const CLOSE_AFTER_FLUSH: u8 = 2;
+const RESET_NOW: u8 = 3;
 
-/// Shared between a connection's task, its I/O and its response bodies.
+/// How a connection is to end early.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// TCP RST.
+    Reset,
+    /// An orderly close (FIN).
+    Close,
+}
+
+/// Shared between a connection's task, its I/O and its response bodies: lets a body
+/// end the connection once the server has written everything before that point.
 #[derive(Default)]
 pub(crate) struct ConnControl {
-    reset: AtomicU8,
+    ending: AtomicU8,
     flushed: AtomicBool,
     notify: Notify,
 }
 
 impl ConnControl {
+    fn ask(&self, ending: u8) {
+        self.ending.store(ending, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+
     /// Asks for a reset once everything written so far is flushed.
     pub(crate) fn reset_after_flush(&self) {
-        self.reset.store(RESET_AFTER_FLUSH, Ordering::SeqCst);
-        self.notify.notify_one();
+        self.ask(RESET_AFTER_FLUSH);
+    }
+
+    /// Asks for a close once everything written so far is flushed.
+    pub(crate) fn close_after_flush(&self) {
+        self.ask(CLOSE_AFTER_FLUSH);
     }
 
     /// Asks for a reset now.
     pub(crate) fn reset_now(&self) {
-        self.reset.store(RESET_NOW, Ordering::SeqCst);
-        self.notify.notify_one();
+        self.ask(RESET_NOW);
     }
 
-    /// Waits until a reset is due.
-    pub(crate) async fn reset_due(&self) {
+    /// Waits until the connection is to end, and says how.
+    pub(crate) async fn ending_due(&self) -> Ending {
         loop {
-            let due = match self.reset.load(Ordering::SeqCst) {
-                RESET_NOW => true,
-                RESET_AFTER_FLUSH => self.flushed.load(Ordering::SeqCst),
-                _ => false,
-            };
-            if due {
-                return;
+            let flushed = self.flushed.load(Ordering::SeqCst);
+            match self.ending.load(Ordering::SeqCst) {
+                RESET_NOW => return Ending::Reset,
+                RESET_AFTER_FLUSH if flushed => return Ending::Reset,
+                CLOSE_AFTER_FLUSH if flushed => return Ending::Close,
+                _ => {}
             }
             self.notify.notified().await;
         }
@@ -96,7 +114,7 @@ impl AsyncWrite for ControlledIo {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let result = ready!(Pin::new(&mut self.inner).poll_flush(cx));
-        if self.control.reset.load(Ordering::SeqCst) != NO_RESET {
+        if self.control.ending.load(Ordering::SeqCst) != KEEP {
             self.control.flushed.store(true, Ordering::SeqCst);
             self.control.notify.notify_one();
         }
@@ -144,6 +162,8 @@ pub(crate) struct FaultBody {
     applied: bool,
     sent: u64,
     held: Option<Bytes>,
+    /// The response's Content-Length: reaching it completes the body.
+    expected: Option<u64>,
     state: State,
     entry: EntryHandle,
     control: Arc<ConnControl>,
@@ -153,15 +173,20 @@ impl FaultBody {
     pub(crate) fn new(
         inner: Body,
         fault: BodyFault,
+        expected: Option<u64>,
         entry: EntryHandle,
         control: Arc<ConnControl>,
     ) -> Self {
+        if expected == Some(0) {
+            lock(&entry).completed = true;
+        }
         FaultBody {
             inner,
             fault,
             applied: false,
             sent: 0,
             held: None,
+            expected,
             state: State::Streaming,
             entry,
             control,
@@ -200,8 +225,11 @@ impl HttpBody for FaultBody {
                         return Poll::Pending;
                     }
                     BodyFault::Truncate(_) => {
-                        this.state = State::Done;
-                        return Poll::Ready(None);
+                        // Ending the body here would make hyper drop the connection
+                        // with bytes still in its buffer: close after they are out.
+                        this.control.close_after_flush();
+                        this.state = State::Halted;
+                        return Poll::Pending;
                     }
                     BodyFault::Stall(_, None) => {
                         this.state = State::Halted;
@@ -248,7 +276,13 @@ impl HttpBody for FaultBody {
                 data = copy.freeze();
             }
             this.sent += len;
-            lock(&this.entry).bytes_sent = this.sent;
+            {
+                let mut entry = lock(&this.entry);
+                entry.bytes_sent = this.sent;
+                if this.expected == Some(this.sent) {
+                    entry.completed = true;
+                }
+            }
             if data.is_empty() {
                 continue;
             }

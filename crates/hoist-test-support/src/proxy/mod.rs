@@ -36,7 +36,7 @@ use crate::error::{Error, Result};
 use crate::serve::Server;
 use crate::sys;
 use crate::upstream::{self, Body};
-use body::{BodyFault, ConnControl, ControlledIo, FaultBody};
+use body::{BodyFault, ConnControl, ControlledIo, Ending, FaultBody};
 use log::{RequestLog, lock};
 use rules::RuleSet;
 
@@ -247,15 +247,19 @@ async fn serve_connection(shared: Arc<Shared>, listener: Listener, stream: TcpSt
     let service = service_fn(move |req| {
         let shared = Arc::clone(&shared);
         let control = Arc::clone(&for_service);
-        async move {
-            Ok::<_, std::convert::Infallible>(handle(&shared, listener, &control, req).await)
-        }
+        async move { Ok::<_, std::convert::Infallible>(handle(&shared, listener, &control, req).await) }
     });
-    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
     let mut conn = std::pin::pin!(conn);
-    tokio::select! {
+    let ending = tokio::select! {
         _ = conn.as_mut() => return,
-        () = control.reset_due() => {}
+        ending = control.ending_due() => ending,
+    };
+    if ending == Ending::Close {
+        // Dropping the connection closes the socket: the kernel sends what hyper wrote,
+        // then a FIN.
+        return;
     }
     // Everything hyper wrote is in the kernel: wait (bounded) until the client has it,
     // still driving the connection, then close with SO_LINGER 0, which sends a RST.
@@ -350,6 +354,15 @@ async fn handle(
     };
     let (parts, body) = response.into_parts();
     lock(&entry).status = Some(parts.status.as_u16());
+    let expected = if method == http::Method::HEAD {
+        Some(0)
+    } else {
+        parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+    };
     let fault = match action {
         Some(Action::Reset { after_bytes }) => BodyFault::Reset(after_bytes),
         Some(Action::Stall {
@@ -360,7 +373,10 @@ async fn handle(
         Some(Action::FlipByte { offset }) => BodyFault::Flip(offset),
         _ => BodyFault::None,
     };
-    Response::from_parts(parts, FaultBody::new(body, fault, entry, Arc::clone(control)))
+    Response::from_parts(
+        parts,
+        FaultBody::new(body, fault, expected, entry, Arc::clone(control)),
+    )
 }
 
 fn plain_response(status: StatusCode, body: Bytes) -> Response<Body> {
@@ -467,7 +483,10 @@ async fn forward(
     };
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    if let Some(location) = parts.headers.get(header::LOCATION).and_then(|v| v.to_str().ok())
+    if let Some(location) = parts
+        .headers
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
         && let Some(rest) = location.strip_prefix(&shared.upstream_base)
         && let Ok(v) = HeaderValue::from_str(&format!("{}{rest}", shared.proxy_base))
     {

@@ -225,7 +225,12 @@ impl RegistryBuilder {
                 Err(e) => return Err(e),
             }
         }
-        Err(last_err.unwrap_or_else(|| Error::io("starting the registry", std::io::Error::other("no attempt made"))))
+        Err(last_err.unwrap_or_else(|| {
+            Error::io(
+                "starting the registry",
+                std::io::Error::other("no attempt made"),
+            )
+        }))
     }
 }
 
@@ -259,7 +264,9 @@ async fn wait_ready(
                 tokio::time::timeout(Duration::from_secs(2), crate::upstream::send(&addr, req))
                     .await;
             if let Ok(Ok(resp)) = answer
-                && resp.headers().contains_key("docker-distribution-api-version")
+                && resp
+                    .headers()
+                    .contains_key("docker-distribution-api-version")
                 && process.exited().is_none()
             {
                 return Ok(());

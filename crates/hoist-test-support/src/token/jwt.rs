@@ -123,14 +123,13 @@ mod tests {
         // The certificate's public key verifies the signature.
         let pem = key.certificate_pem().to_owned();
         assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
-        let decoding = jsonwebtoken::DecodingKey::from_ec_pem(
-            rcgen_public_key_pem(&der).as_bytes(),
-        )
-        .unwrap();
+        let decoding =
+            jsonwebtoken::DecodingKey::from_ec_pem(rcgen_public_key_pem(&der).as_bytes()).unwrap();
         let mut validation = jsonwebtoken::Validation::new(Algorithm::ES256);
         validation.set_audience(&["service"]);
         validation.set_issuer(&["issuer"]);
-        let data = jsonwebtoken::decode::<serde_json::Value>(&token, &decoding, &validation).unwrap();
+        let data =
+            jsonwebtoken::decode::<serde_json::Value>(&token, &decoding, &validation).unwrap();
         assert_eq!(data.claims["access"][0]["name"], "a/b");
     }
 
@@ -141,10 +140,7 @@ mod tests {
             0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
             0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
         ];
-        let start = der
-            .windows(prefix.len())
-            .position(|w| w == prefix)
-            .unwrap();
+        let start = der.windows(prefix.len()).position(|w| w == prefix).unwrap();
         let spki = &der[start..start + 91];
         format!(
             "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",

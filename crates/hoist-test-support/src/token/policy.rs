@@ -219,7 +219,10 @@ mod tests {
             .user("writer", "w")
             .grant("writer", "team/*", &["*"])
             .grant_anonymous("public/app", &["pull"]);
-        let asked = scopes(&["repository:team/app:pull,push", "repository:public/app:pull,push"]);
+        let asked = scopes(&[
+            "repository:team/app:pull,push",
+            "repository:public/app:pull,push",
+        ]);
         let reader = policy.authorize(Some("reader"), &asked);
         assert_eq!(reader.len(), 2);
         assert!(reader.iter().all(|a| a.actions == vec!["pull"]));
@@ -229,7 +232,11 @@ mod tests {
         let anonymous = policy.authorize(None, &asked);
         assert_eq!(anonymous.len(), 1);
         assert_eq!(anonymous[0].name, "public/app");
-        assert!(policy.authorize(Some("writer"), &scopes(&["repository:other:pull"])).is_empty());
+        assert!(
+            policy
+                .authorize(Some("writer"), &scopes(&["repository:other:pull"]))
+                .is_empty()
+        );
     }
 
     #[test]
