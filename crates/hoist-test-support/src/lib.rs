@@ -11,6 +11,11 @@
 //! - [`FaultProxy`]: a reverse proxy that resets, stalls, truncates, corrupts,
 //!   redirects or refuses requests picked by [`Rule`]s, and logs every request.
 //!
+//! The token server and the proxy run as tasks on the Tokio runtime that started them
+//! (each `#[tokio::test]` has its own), so start them in the test that uses them. A
+//! registry process needs no runtime once started; it is killed when its [`Registry`]
+//! drops, or by the kernel (`PR_SET_PDEATHSIG`) if the test process dies first.
+//!
 //! ```no_run
 //! # async fn demo() -> hoist_test_support::Result<()> {
 //! use hoist_test_support::{Action, FaultProxy, Registry, Rule, TokenPolicy};

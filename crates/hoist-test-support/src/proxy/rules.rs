@@ -103,7 +103,10 @@ impl Occurrence {
 
 /// What the proxy does to a selected request.
 ///
-/// Byte counts and offsets are over the response *body*, after the headers.
+/// Byte counts and offsets are over the response *body*, after the headers. A body
+/// fault whose byte count or offset lies past the end of the body changes nothing, and
+/// body faults have no effect on `HEAD` requests. The request log records the action
+/// as applied either way.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Action {
