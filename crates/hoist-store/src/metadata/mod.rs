@@ -1,0 +1,235 @@
+//! The metadata database: one SQLite file (`metadata.db`) shared by every process using the store.
+//!
+//! It holds what the blobs themselves do not say: references (`registry/repo:tag` and
+//! `registry/repo@digest` -> manifest), image records, the digest <-> DiffID relation, the blob
+//! info cache (compression and known registry locations of blobs, which double as the source
+//! repositories used for cross-repository mounts), labels, and leases.
+//!
+//! Every query of the crate lives in this module; the rest of the crate calls the typed functions
+//! below.
+//!
+//! # Concurrency and durability
+//! The database runs in WAL mode with `synchronous=FULL`, so readers never block writers and a
+//! committed change survives a crash. Several processes may open it at once: writers queue on
+//! SQLite's lock with a busy timeout (default 30 s) rather than failing. Within a process, one
+//! connection is shared behind a mutex; every function is a short transaction.
+//!
+//! # Schema
+//! The schema version is SQLite's `user_version`. Opening a database applies the migrations it
+//! lacks, from version 1 on, in one `IMMEDIATE` transaction so that two processes opening a new
+//! store at once do not both migrate. A database from a newer hoist is refused
+//! ([`crate::StoreError::SchemaTooNew`]).
+//!
+//! # Permissions
+//! The file is created with mode 0600: it names the registries and repositories the user works
+//! with, which other local users have no need to see. (SQLite gives its `-wal` and `-shm` files
+//! the same mode.)
+
+mod blobinfo;
+mod images;
+mod labels;
+mod leases;
+mod references;
+mod schema;
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use oci_spec::image::Digest;
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+
+pub use blobinfo::{BlobLocation, Compression, LocationCandidate, MAX_LOCATIONS_PER_BLOB};
+pub use images::{ImagePlatform, ImageRecord};
+pub use labels::{LabelSubject, Labels};
+pub use leases::{LeaseOptions, LeaseRecord, LeaseResource};
+pub use references::{ReferenceKind, ReferenceRecord};
+
+use crate::error::{IoContext, Result, StoreError};
+
+/// Default time a writer waits for another process's transaction before giving up.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A handle on the metadata database. Cheap to share behind an `Arc`; every method is
+/// synchronous and may block on the database lock for up to the busy timeout.
+#[derive(Debug)]
+pub struct Metadata {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl Metadata {
+    /// Opens (creating and migrating as needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Metadata> {
+        Self::open_with_timeout(path, DEFAULT_BUSY_TIMEOUT)
+    }
+
+    /// Like [`Metadata::open`] with a chosen busy timeout.
+    pub fn open_with_timeout(path: &Path, busy_timeout: Duration) -> Result<Metadata> {
+        // Create the file ourselves so that it gets mode 0600 whatever SQLite would pick.
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .ctx("create database", path)?;
+        let db = |source| StoreError::Database {
+            path: path.to_owned(),
+            source,
+        };
+        let mut conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db)?;
+        conn.busy_timeout(busy_timeout).map_err(db)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(db)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(path = %path.display(), %mode, "metadata database is not in WAL mode");
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db)?;
+        conn.pragma_update(None, "foreign_keys", true).map_err(db)?;
+        schema::migrate(&mut conn, path)?;
+        Ok(Metadata {
+            path: path.to_owned(),
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<i64> {
+        self.read(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the guard cannot leave the connection half-used: every use is a
+        // complete statement or transaction that SQLite rolls back on drop.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn db_err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Database {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Runs read-only statements.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let conn = self.lock();
+        f(&conn).map_err(|e| self.db_err(e))
+    }
+
+    /// Runs statements in one `IMMEDIATE` transaction (taking the write lock up front, so that the
+    /// busy timeout applies instead of a mid-transaction upgrade failure).
+    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>) -> Result<T> {
+        let mut conn = self.lock();
+        let run = || {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        };
+        run().map_err(|e| self.db_err(e))
+    }
+}
+
+/// Parses a digest stored by this module; a malformed one is reported as a conversion failure.
+fn column_digest(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Digest> {
+    let text: String = row.get(idx)?;
+    Digest::try_from(text.as_str()).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+/// Converts a `u64` to SQLite's signed integer, saturating.
+fn to_sql_u64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Converts SQLite's signed integer back to `u64` (negatives become 0).
+fn from_sql_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    pub(crate) fn open_temp() -> (tempfile::TempDir, Metadata) {
+        let dir = tempfile::tempdir().unwrap();
+        let md = Metadata::open(&dir.path().join("metadata.db")).unwrap();
+        (dir, md)
+    }
+
+    #[test]
+    fn new_database_is_migrated_to_the_latest_version_in_wal_mode_with_mode_0600() {
+        let (dir, md) = open_temp();
+        assert_eq!(md.schema_version().unwrap(), schema::LATEST);
+        let mode: String = md
+            .read(|c| c.query_row("PRAGMA journal_mode", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let perm = std::fs::metadata(dir.path().join("metadata.db"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(perm & 0o777, 0o600);
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("metadata.db");
+        let d = crate::digests::sha256_of(b"m");
+        {
+            let md = Metadata::open(&p).unwrap();
+            md.put_reference("r/x:1", &d, "application/vnd.oci.image.manifest.v1+json", 3)
+                .unwrap();
+        }
+        let md = Metadata::open(&p).unwrap();
+        assert_eq!(md.schema_version().unwrap(), schema::LATEST);
+        assert_eq!(md.reference("r/x:1").unwrap().unwrap().target.digest(), &d);
+    }
+
+    #[test]
+    fn database_from_a_newer_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("metadata.db");
+        {
+            let c = Connection::open(&p).unwrap();
+            c.pragma_update(None, "user_version", schema::LATEST + 1)
+                .unwrap();
+        }
+        let err = Metadata::open(&p).unwrap_err();
+        assert!(
+            matches!(err, StoreError::SchemaTooNew { found, .. } if found == schema::LATEST + 1)
+        );
+    }
+
+    #[test]
+    fn two_handles_on_one_file_see_each_others_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("metadata.db");
+        let a = Metadata::open(&p).unwrap();
+        let b = Metadata::open(&p).unwrap();
+        let d = crate::digests::sha256_of(b"x");
+        a.record_diff_id(&d, &d).unwrap();
+        assert_eq!(b.diff_id(&d).unwrap(), Some(d));
+    }
+}
