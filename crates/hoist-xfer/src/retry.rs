@@ -515,7 +515,10 @@ mod tests {
     fn markers_display_as_the_wrapped_error() {
         let err = DoNotRetry::new(reset());
         assert_eq!(err.to_string(), "connection reset");
-        assert_eq!(describe(&Wrapper(Box::new(err))), "wrapped: connection reset");
+        assert_eq!(
+            describe(&Wrapper(Box::new(err))),
+            "wrapped: connection reset"
+        );
     }
 
     #[test]

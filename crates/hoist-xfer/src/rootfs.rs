@@ -58,11 +58,13 @@ impl RootFs {
 
     /// The ChainID of every layer, bottom first.
     pub fn chain_ids(&self) -> impl Iterator<Item = Digest> + '_ {
-        self.diff_ids.iter().scan(None::<Digest>, |parent, diff_id| {
-            let next = chain_id(parent.as_ref(), diff_id);
-            *parent = Some(next.clone());
-            Some(next)
-        })
+        self.diff_ids
+            .iter()
+            .scan(None::<Digest>, |parent, diff_id| {
+                let next = chain_id(parent.as_ref(), diff_id);
+                *parent = Some(next.clone());
+                Some(next)
+            })
     }
 
     /// Number of layers.

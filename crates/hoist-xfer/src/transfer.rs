@@ -600,11 +600,12 @@ where
     Fut: Future<Output = Result<T, TransferError<E>>> + Send + 'static,
 {
     if let Some(prior) = prior {
-        // The key's previous transfer was cancelled but is still winding down.
-        tokio::select! {
-            biased;
-            () = ctx.token.cancelled() => return Err(TransferError::Cancelled),
-            () = prior.done() => {}
+        // The key's previous transfer was cancelled but is still winding down. Wait for it even
+        // if this one is cancelled meanwhile: this transfer must not count as ended (and so let
+        // yet another one start) while its predecessor may still be running.
+        prior.done().await;
+        if ctx.token.is_cancelled() {
+            return Err(TransferError::Cancelled);
         }
     }
     let Some(slot) = ctx.acquire_slot().await else {
