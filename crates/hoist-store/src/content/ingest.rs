@@ -234,13 +234,20 @@ impl Writer {
     ) -> Result<Writer> {
         check_reference(reference)?;
         let already = |d: &Digest| StoreError::AlreadyExists { digest: d.clone() };
+        let dir = content.ingest_dir().join(dir_name(reference));
         if let Some(d) = expected {
             digests::check_algorithm(d)?;
             if content.contains(d)? {
+                // A writer killed between its rename and its cleanup leaves the ingest behind;
+                // remove it when nobody holds it.
+                if dir.is_dir()
+                    && let Ok(Some(lock)) = lock_existing(&dir, reference)
+                {
+                    remove_ingest(&dir, &lock)?;
+                }
                 return Err(already(d));
             }
         }
-        let dir = content.ingest_dir().join(dir_name(reference));
         let lock =
             FileLock::acquire_unlinkable(&dir.join(LOCK), wait, || durable::create_dir_all(&dir))?
                 .ok_or_else(|| StoreError::Locked {
