@@ -124,10 +124,12 @@ pub trait LayerStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<LayerInfo>, BoxError>> + Send;
 
     /// Registers a staged layer on top of `parent` (ChainID; `None` for a bottom layer) and
-    /// takes a reference on it. Called strictly in parent order, at most once at a time per
-    /// ChainID from one manager. Must be atomic (all or nothing), idempotent (a layer that
-    /// already exists is returned, referenced again) and must not consume `staged`, which may
-    /// be registered again under another parent.
+    /// takes a reference on it. Called only once `parent` is registered. Must be atomic (all or
+    /// nothing) and idempotent (a layer that already exists is returned, referenced again):
+    /// one manager registers a ChainID once at a time when DiffIDs are declared, but different
+    /// blobs with the same content, other managers or other processes may register the same
+    /// ChainID concurrently. Must not consume `staged`, which may be registered again under
+    /// another parent.
     fn register(
         &self,
         parent: Option<&Digest>,

@@ -728,6 +728,9 @@ where
         F: FnOnce(TransferContext) -> Fut,
         Fut: Future<Output = Result<T, TransferError<E>>> + Send + 'static,
     {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            panic!("TransferManager::transfer must be called within a tokio runtime");
+        };
         let key = key.into();
         let (transfer, prior, replaced) = {
             let mut map = lock(&self.registry);
@@ -767,14 +770,65 @@ where
                 guard.finish(Err(TransferError::Panicked {
                     message: panic_message(panic.as_ref()),
                 }));
+                // No watcher will be handed out: drop the initial count so the key is freed.
+                transfer.shared.detach();
                 std::panic::resume_unwind(panic);
             }
         };
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             let outcome = run(runner_ctx, prior, fut).await;
             guard.finish(outcome);
         });
         let watcher = Watcher::attached(transfer.clone(), output);
         (transfer, watcher)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transfer_errors_display_and_map() {
+        let failed: TransferError<String> = TransferError::Failed("disk full".to_string());
+        assert_eq!(failed.to_string(), "disk full");
+        assert_eq!(failed.failure(), Some(&"disk full".to_string()));
+        assert_eq!(
+            failed.map(|e| e.len()),
+            TransferError::<usize>::Failed("disk full".len())
+        );
+        let cancelled: TransferError<String> = TransferError::Cancelled;
+        assert!(cancelled.is_cancelled());
+        assert_eq!(cancelled.to_string(), "transfer cancelled");
+    }
+
+    #[tokio::test]
+    async fn a_transfer_function_that_panics_leaves_the_key_free() {
+        let manager: TransferManager<u8, String> = TransferManager::new(1);
+        let attempt = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            manager.transfer(
+                "k",
+                |_ctx| -> std::future::Ready<Result<u8, TransferError<String>>> {
+                    panic!("set-up bug")
+                },
+                None,
+            )
+        }));
+        assert!(attempt.is_err());
+        assert!(manager.is_empty());
+        let (_, watcher) = manager.transfer("k", |_| async { Ok(1) }, None);
+        assert_eq!(watcher.wait().await, Ok(1));
+    }
+
+    #[tokio::test]
+    async fn watching_a_finished_transfer_needs_no_slot() {
+        let manager: TransferManager<u8, String> = TransferManager::new(1);
+        let (transfer, first) = manager.transfer("k", |_| async { Ok(5) }, None);
+        assert_eq!(first.wait().await, Ok(5));
+        // The only slot is busy now, yet the finished transfer answers at once.
+        let (_, _busy) = manager.transfer("other", |_| std::future::pending(), None);
+        let second = transfer.watch(None);
+        assert_eq!(second.wait().await, Ok(5));
+        assert_eq!(transfer.watchers(), 2);
     }
 }
