@@ -325,6 +325,9 @@ impl fmt::Display for DownloadError {
     }
 }
 
+// Written out rather than derived: `source` must return the shared error itself (not the `Arc`
+// around it), so that downcasts and chain walks, such as a retry classifier's, see the
+// original error types.
 impl Error for DownloadError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         match self {

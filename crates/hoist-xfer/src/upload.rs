@@ -100,6 +100,8 @@ impl fmt::Display for UploadError {
     }
 }
 
+// Written out rather than derived, for the same reason as `DownloadError`'s: the source is the
+// shared error itself, so downcasts see the original error types.
 impl Error for UploadError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         match self {

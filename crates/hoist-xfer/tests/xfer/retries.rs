@@ -87,6 +87,12 @@ async fn five_failed_attempts_fail_with_the_attempt_count_in_the_message() {
         describe(&err),
         "downloading layer l failed after 5 attempts: connection reset"
     );
+    // The original error stays reachable by type, for callers deciding what to do next.
+    let cause = err.source().unwrap().downcast_ref::<std::io::Error>();
+    assert_eq!(
+        cause.map(std::io::Error::kind),
+        Some(std::io::ErrorKind::ConnectionReset)
+    );
 }
 
 #[tokio::test(start_paused = true)]
