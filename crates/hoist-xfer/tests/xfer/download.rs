@@ -442,3 +442,54 @@ async fn raising_the_download_limit_starts_queued_layers_at_once() {
     assert_eq!(result.unwrap().0.len(), 4);
     assert_eq!(started.elapsed(), Duration::from_secs(10));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_concurrent_pulls_on_worker_threads_register_each_layer_once_and_release_all() {
+    let store = MemoryStore::new();
+    let log = Log::default();
+    let base = FakeLayer::new("base", &log);
+    let middle = FakeLayer::new("middle", &log);
+    let images: Vec<Vec<FakeLayer>> = (0..4)
+        .map(|i| {
+            vec![
+                base.clone(),
+                middle.clone(),
+                FakeLayer::new(&format!("top{i}"), &log),
+            ]
+        })
+        .collect();
+    let manager = Arc::new(manager(&store, 2));
+    let pulls: Vec<_> = (0..16)
+        .map(|n| {
+            let manager = Arc::clone(&manager);
+            let layers = images[n % 4].clone();
+            tokio::spawn(async move {
+                manager
+                    .download(RootFs::new(), layers, hoist_xfer::DiscardProgress::shared())
+                    .await
+                    .map(|(rootfs, _guard)| rootfs)
+            })
+        })
+        .collect();
+    for (n, pull) in pulls.into_iter().enumerate() {
+        let rootfs = pull.await.unwrap().unwrap();
+        let image: Vec<_> = images[n % 4].iter().collect();
+        assert_eq!(rootfs.diff_ids, diff_ids(&image));
+    }
+    let mut registered = store.registered();
+    let total = registered.len();
+    registered.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
+    registered.dedup();
+    assert_eq!(total, registered.len(), "a ChainID was registered twice");
+    assert_eq!(total, 6);
+    assert_eq!(store.total_refs(), 0);
+    // A download started just before its layer turned up in the store may still be winding
+    // down on another worker; wait for it, boundedly.
+    for _ in 0..5000 {
+        if manager.tracked() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(manager.tracked(), 0);
+}
