@@ -1,0 +1,114 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Fast, safe container image distribution: pull, push and copy OCI and Docker images.
+#[derive(Debug, Parser)]
+#[command(name = "hoist", version, about, long_about = None)]
+pub struct Cli {
+    /// Options every command takes.
+    #[command(flatten)]
+    pub global: Global,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// A TOML configuration file (insecure registries, extra CAs, client certificates)
+    #[arg(long, global = true, env = "HOIST_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Machine-readable output: one JSON object per line
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print only errors and final results
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// More logging (-v: debug, -vv: trace); credentials are never logged
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the tags of a repository
+    #[command(
+        after_help = "Examples:\n  hoist tags 127.0.0.1:5000/library/alpine\n  hoist tags --json docker.io/library/busybox"
+    )]
+    Tags(TagsArgs),
+    /// Show an image's manifest, configuration and platforms
+    #[command(
+        after_help = "Examples:\n  hoist inspect 127.0.0.1:5000/demo:latest\n  hoist inspect --raw alpine:3.20\n  hoist inspect --raw --image-config alpine:3.20\n  hoist inspect --json alpine@sha256:…"
+    )]
+    Inspect(InspectArgs),
+    /// Log in to a registry (stores credentials in Docker's config.json or its credential helper)
+    #[command(
+        after_help = "Examples:\n  hoist login 127.0.0.1:5000 -u tester --password-stdin < pw.txt\n  hoist login registry.example.com -u me"
+    )]
+    Login(LoginArgs),
+    /// Log out of a registry (removes its stored credentials)
+    #[command(after_help = "Example:\n  hoist logout 127.0.0.1:5000")]
+    Logout(LogoutArgs),
+}
+
+/// `hoist tags`.
+#[derive(Debug, Args)]
+pub struct TagsArgs {
+    /// The repository (`registry/name`; `alpine` means docker.io/library/alpine)
+    pub repository: String,
+    /// Tags asked for per page
+    #[arg(long, value_name = "N")]
+    pub page_size: Option<u32>,
+}
+
+/// `hoist inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The image reference (`registry/name:tag` or `…@sha256:…`)
+    pub reference: String,
+    /// Print the manifest exactly as the registry sent it
+    #[arg(long)]
+    pub raw: bool,
+    /// Print the raw image configuration instead of the manifest (with --raw)
+    #[arg(long, requires = "raw")]
+    pub image_config: bool,
+}
+
+/// `hoist login`.
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The registry host (`host[:port]`; `docker.io` for Docker Hub)
+    pub registry: String,
+    /// User name
+    #[arg(short, long)]
+    pub username: String,
+    /// Read the password from standard input (recommended)
+    #[arg(long, conflicts_with = "password")]
+    pub password_stdin: bool,
+    /// The password (visible in the process list: prefer --password-stdin)
+    #[arg(short, long, env = "HOIST_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+}
+
+/// `hoist logout`.
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// The registry host
+    pub registry: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

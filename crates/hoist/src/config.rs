@@ -1,0 +1,112 @@
+//! The configuration file (`--config FILE`, TOML): transport security per registry.
+//!
+//! ```toml
+//! [registries."registry.internal:5000"]
+//! insecure = true
+//! ca_file = "/etc/hoist/internal-ca.pem"
+//! client_cert = "/etc/hoist/client.pem"
+//! client_key = "/etc/hoist/client.key"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Settings per registry host (`host[:port]`, `docker.io` for Docker Hub).
+    #[serde(default)]
+    pub registries: BTreeMap<String, Registry>,
+}
+
+/// Settings for one registry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registry {
+    /// Allow plain HTTP and unverified TLS.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Extra CA certificate (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    pub client_cert: Option<PathBuf>,
+    /// Client key (PEM).
+    pub client_key: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads `path`; a missing file is an error (the user named it).
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Config::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        let cfg: Config = toml::from_str(text)?;
+        Ok(cfg)
+    }
+
+    /// Transport settings for the registry client, per host.
+    pub fn host_configs(&self) -> Vec<(String, hoist_registry::HostConfig)> {
+        self.registries
+            .iter()
+            .map(|(host, r)| {
+                let mut c = if r.insecure {
+                    hoist_registry::HostConfig::insecure()
+                } else {
+                    hoist_registry::HostConfig::default()
+                };
+                if let Some(ca) = &r.ca_file {
+                    c = c.with_ca_file(ca);
+                }
+                if let (Some(cert), Some(key)) = (&r.client_cert, &r.client_key) {
+                    c = c.with_client_cert(cert, key);
+                }
+                (host.clone(), c)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_config_parses() {
+        let c = Config::parse(
+            r#"
+            [registries."docker.io"]
+            [registries."r:5000"]
+            insecure = true
+            ca_file = "/ca.pem"
+            client_cert = "/c.pem"
+            client_key = "/k.pem"
+            "#,
+        )
+        .unwrap();
+        assert!(c.registries["r:5000"].insecure);
+        let hosts = c.host_configs();
+        assert_eq!(hosts.len(), 2);
+        let (_, r) = hosts.iter().find(|(h, _)| h == "r:5000").unwrap();
+        assert!(r.insecure && r.ca_file.is_some() && r.client_cert.is_some());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(Config::parse("[transfer]\nx = 3\n").is_err());
+        assert!(Config::parse("[registries.x]\ninsecur = true\n").is_err());
+    }
+
+    #[test]
+    fn empty_config_gives_defaults() {
+        let c = Config::parse("").unwrap();
+        assert!(c.registries.is_empty());
+    }
+}
