@@ -11,6 +11,10 @@ use oci_spec::image::Digest;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
+    /// The layer store failed (extraction, a refused tar entry, a DiffID mismatch…).
+    #[error(transparent)]
+    Layer(#[from] crate::layer::LayerError),
+
     /// A filesystem operation failed.
     #[error("cannot {action} {}: {source}", path.display())]
     Io {
@@ -219,6 +223,7 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         match self {
             StoreError::Locked { .. } => true,
+            StoreError::Layer(e) => e.is_retryable(),
             StoreError::Io { source, .. } => matches!(
                 source.kind(),
                 io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut

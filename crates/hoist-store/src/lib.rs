@@ -49,15 +49,18 @@
 //! start time and boot identity) or whose expiry passed stops protecting anything.
 //!
 //! # Layers
-//! Unpacked layers live under [`Store::layers_dir`], managed by the layer store. Maintenance reaches
-//! them through a small internal interface (list, verify, remove) so that fsck checks them and gc
-//! removes those that no referenced image (by ChainID, see [`digests::chain_ids`]) and no lease uses.
+//! Unpacked layers live under [`Store::layers_dir`], managed by the [`layer`] store
+//! ([`Store::layers`]): extracted safely from their uncompressed tar streams while the DiffID is
+//! hashed, made visible by one atomic rename under their ChainID. Maintenance reaches them through a
+//! small internal interface (list, verify, remove) so that fsck checks them and gc removes those
+//! that no referenced image (by ChainID, see [`digests::chain_ids`]) and no lease uses.
 
 mod content;
 pub mod digests;
 mod durable;
 mod error;
 mod graph;
+pub mod layer;
 pub mod layout;
 mod lock;
 mod maintenance;

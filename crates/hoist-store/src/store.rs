@@ -11,6 +11,7 @@ use crate::digests;
 use crate::durable;
 use crate::error::{Result, StoreError};
 use crate::graph::{self, Kind};
+use crate::layer::LayerStore;
 use crate::layout::{self, Layout, NamedDescriptor};
 use crate::lock::{FileLock, Mode, Wait};
 use crate::maintenance::{self, FsckOptions, FsckReport, GcOptions, GcReport, LayerMaintenance};
@@ -40,7 +41,9 @@ impl Store {
     /// `blobs/sha256/`, `ingest/`, `layers/`, `locks/` and `metadata.db`. An existing OCI layout
     /// written by another tool is adopted as it is.
     pub fn open(root: impl AsRef<Path>) -> Result<Store> {
-        Self::open_with_layers(root.as_ref(), None)
+        let root = root.as_ref();
+        let layers = LayerStore::open(root)?;
+        Self::open_with_layers(root, Some(Arc::new(layers)))
     }
 
     /// Opens the store with the layer store `layers` taking part in fsck and gc.
@@ -88,6 +91,11 @@ impl Store {
     /// The metadata database.
     pub fn metadata(&self) -> &Metadata {
         &self.inner.metadata
+    }
+
+    /// The layer store: unpacked layers under `layers/`, keyed by ChainID.
+    pub fn layers(&self) -> Result<LayerStore> {
+        Ok(LayerStore::open(&self.inner.root)?)
     }
 
     pub(crate) fn layer_maintenance(&self) -> Option<&dyn LayerMaintenance> {

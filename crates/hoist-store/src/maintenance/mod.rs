@@ -38,6 +38,25 @@ pub(crate) trait LayerMaintenance: Send + Sync + std::fmt::Debug {
     fn remove_layer(&self, chain_id: &Digest) -> Result<()>;
 }
 
+impl LayerMaintenance for crate::layer::LayerStore {
+    fn layer_ids(&self) -> Result<Vec<Digest>> {
+        Ok(self.chain_ids()?)
+    }
+
+    fn verify_layer(&self, chain_id: &Digest) -> Result<Option<String>> {
+        let report = self.verify(chain_id)?;
+        if report.is_ok() {
+            return Ok(None);
+        }
+        let problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+        Ok(Some(problems.join("; ")))
+    }
+
+    fn remove_layer(&self, chain_id: &Digest) -> Result<()> {
+        Ok(self.remove(chain_id)?)
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
