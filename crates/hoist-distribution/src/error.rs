@@ -10,7 +10,7 @@ use std::error::Error as StdError;
 
 use hoist_registry::reference::ReferenceError;
 use hoist_store::{Digest, StoreError};
-use hoist_xfer::{DownloadError, UploadError, describe};
+use hoist_xfer::{DoNotRetry, DownloadError, RetryAfter, UploadError, describe};
 
 /// A specialised `Result` for pulls and pushes.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -404,10 +404,9 @@ impl Error {
             Error::ImageConfigPull { source, .. } => source.is_retryable(),
             Error::Layer { source, .. } => source.is_retryable(),
             Error::Store { source, .. } => source.is_retryable(),
-            Error::Download { source } => match source {
-                DownloadError::Failed { retryable, .. } => *retryable,
-                _ => false,
-            },
+            Error::Download {
+                source: DownloadError::Failed { retryable, .. },
+            } => *retryable,
             Error::Upload { source } => source.is_retryable(),
             _ => false,
         }
@@ -420,7 +419,7 @@ impl Error {
             if let Some(r) = err.downcast_ref::<hoist_registry::Error>() {
                 return Some(r);
             }
-            level = err.source();
+            level = next_level(err);
         }
         None
     }
@@ -441,9 +440,21 @@ fn registry_kind(e: &hoist_registry::Error) -> ErrorKind {
     }
 }
 
+/// The next level of an error chain, looking through the transfer engine's retry markers (whose
+/// `source` skips the error they wrap).
+fn next_level<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a (dyn StdError + 'static)> {
+    if let Some(m) = err.downcast_ref::<DoNotRetry>() {
+        Some(m.inner())
+    } else if let Some(m) = err.downcast_ref::<RetryAfter>() {
+        Some(m.inner())
+    } else {
+        err.source()
+    }
+}
+
 /// The kind of the first error in `err`'s source chain that hoist knows how to classify.
 fn kind_in_chain(err: &(dyn StdError + 'static)) -> Option<ErrorKind> {
-    let mut level = err.source();
+    let mut level = next_level(err);
     while let Some(e) = level {
         if let Some(ours) = e.downcast_ref::<Error>() {
             return Some(ours.kind());
@@ -458,7 +469,7 @@ fn kind_in_chain(err: &(dyn StdError + 'static)) -> Option<ErrorKind> {
                 ErrorKind::Store
             });
         }
-        level = e.source();
+        level = next_level(e);
     }
     None
 }
@@ -492,7 +503,7 @@ mod tests {
                 id: "aaaa".into(),
                 attempts: 2,
                 retryable: false,
-                source: Arc::new(inner),
+                source: Arc::new(DoNotRetry::new(inner)),
             },
         };
         assert_eq!(e.kind(), ErrorKind::Corrupt);

@@ -1,0 +1,626 @@
+//! Downloading one layer: the pipelined fetch behind [`LayerDescriptor`].
+//!
+//! # The pipeline
+//! The blob streams from the registry in chunks. Each chunk goes, through bounded channels, to
+//! two blocking tasks at once:
+//! - the **ingest** task writes it into the content store's resumable ingest, which hashes it;
+//! - the **extraction** task decompresses the stream (gzip, zstd or none, by media type) and
+//!   extracts it into the layer store's staging area, hashing the DiffID.
+//!
+//! When the last byte has arrived, the ingest is committed: the content store checks size and
+//! digest before the blob becomes visible. Only then is the extraction's result looked at, its
+//! DiffID compared with the image config's, and the staged layer handed to the engine, which
+//! makes it visible by registering it in parent order. Nothing unverified becomes visible, and no
+//! blob is ever held in memory: at most [`CHANNEL_CHUNKS`] chunks are in flight per consumer.
+//!
+//! # Retries and resume
+//! A transfer failure (reset, stall, 5xx) ends the attempt but keeps the pipeline: the ingest and
+//! the extraction wait, and the next attempt asks the registry for the rest of the blob
+//! (`Range`) and continues feeding both. A registry that ignores the range sends the whole blob
+//! again; the bytes already held are skipped. An ingest left by an earlier process (not this
+//! pipeline) is resumed too; its layer is then extracted from the stored blob once complete.
+//!
+//! Corrupt data (a digest mismatch at commit, or a stream that does not decompress or is not a
+//! valid tar) throws everything away and fetches the blob again from byte 0, once per layer; a
+//! second time ends the download with [`Error::Corrupt`], which is not retried.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Buf;
+use futures_util::StreamExt;
+use hoist_registry::Repository;
+use hoist_store::layer::{LayerError, LayerStore, StagedLayer};
+use hoist_store::{Digest, Lease, LeaseResource, Store, StoreError, Writer};
+use hoist_xfer::{BoxError, DoNotRetry, DownloadContext, DownloadDescriptor, Progress};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::blocking::blocking;
+use crate::error::Error;
+use crate::layers::{StagedBlob, lock};
+use crate::manifest::{Compression, ImageConfig, LayerRef};
+use crate::stream::{
+    CHANNEL_CHUNKS, ChannelReader, Feed, decompress, is_aborted, stage_from_blob, stage_options,
+};
+
+/// The image config as it becomes known: `None` until fetched, then the config or why it failed.
+pub(crate) type ConfigWatch = watch::Receiver<Option<Result<Arc<ImageConfig>, String>>>;
+
+/// What the layer downloads of one image pull share.
+pub(crate) struct PullContext {
+    /// Where the blobs come from.
+    pub repo: Repository,
+    /// Registry name used in download keys (`docker.io`, `host:port`).
+    pub registry: String,
+    /// The local store.
+    pub store: Store,
+    /// The layer store, when layers are extracted.
+    pub layers: Option<LayerStore>,
+    /// The image config, fetched beside the layers.
+    pub config: ConfigWatch,
+    /// Protects what the pull writes from gc.
+    pub lease: Arc<Lease>,
+    /// Blob bytes received.
+    pub fetched: AtomicU64,
+    /// Whether any layer data has moved (after which the pull no longer falls back).
+    pub moved: AtomicBool,
+}
+
+/// The display id of a blob: the first 12 hex digits of its digest, as Docker shows layers.
+pub(crate) fn short_id(digest: &Digest) -> String {
+    digest.digest().chars().take(12).collect()
+}
+
+/// The ingest reference of a blob download: the same for every process, so that any of them
+/// can resume it.
+fn ingest_ref(digest: &Digest) -> String {
+    format!("blob-{digest}")
+}
+
+/// How an attempt failed.
+enum Failure {
+    /// A transient failure; the pipeline is kept and the next attempt resumes it.
+    Resumable(Error),
+    /// The data is corrupt: start over from byte 0 (once).
+    Corrupt(String),
+    /// Anything else: the attempt fails with this error and the pipeline is dropped.
+    Fatal(BoxError),
+}
+
+fn fatal(e: Error) -> Failure {
+    Failure::Fatal(Box::new(e))
+}
+
+fn permanent(e: Error) -> Failure {
+    Failure::Fatal(Box::new(DoNotRetry::new(e)))
+}
+
+type Staged = Result<StagedLayer, LayerError>;
+
+/// The extraction side of a pipeline.
+enum Extraction {
+    /// Extracting as the bytes arrive.
+    Streaming {
+        /// `None` once the extraction stopped reading.
+        tx: Option<mpsc::Sender<Feed>>,
+        handle: JoinHandle<Staged>,
+        /// The result, when the extraction ended before the end of the blob.
+        early: Option<Staged>,
+    },
+    /// The ingest resumed bytes this pipeline did not see: extract from the stored blob.
+    AfterCommit,
+    /// Layers are not extracted.
+    Skip,
+}
+
+/// A download in progress: the ingest and extraction tasks and how many bytes they have.
+struct Pipeline {
+    offset: u64,
+    ingest_tx: mpsc::Sender<Feed>,
+    ingest: JoinHandle<Result<Writer, Option<StoreError>>>,
+    extraction: Extraction,
+}
+
+/// Where an attempt starts.
+enum Start {
+    /// A new pipeline.
+    Pipeline(Box<Pipeline>),
+    /// The blob is already in the content store.
+    Present,
+}
+
+/// Is a failed extraction the data's fault (fetch again) rather than the machine's?
+fn data_fault(e: &LayerError) -> bool {
+    match e {
+        LayerError::Source { source } => !is_aborted(source),
+        other => other.is_invalid_layer(),
+    }
+}
+
+/// One layer of an image being pulled.
+pub(crate) struct LayerDescriptor {
+    cx: Arc<PullContext>,
+    index: usize,
+    layer: LayerRef,
+    known_diff_id: Option<Digest>,
+    state: Mutex<Option<Pipeline>>,
+    corrupt_seen: AtomicBool,
+    leased: AtomicBool,
+}
+
+impl LayerDescriptor {
+    /// The layer at `index` of the image; `known_diff_id` is its DiffID when the store already
+    /// knows it from an earlier pull (for "Already exists" before the config arrives).
+    pub(crate) fn new(
+        cx: Arc<PullContext>,
+        index: usize,
+        layer: LayerRef,
+        known_diff_id: Option<Digest>,
+    ) -> LayerDescriptor {
+        LayerDescriptor {
+            cx,
+            index,
+            layer,
+            known_diff_id,
+            state: Mutex::new(None),
+            corrupt_seen: AtomicBool::new(false),
+            leased: AtomicBool::new(false),
+        }
+    }
+
+    fn digest(&self) -> &Digest {
+        &self.layer.blob.digest
+    }
+
+    fn size(&self) -> u64 {
+        self.layer.blob.size
+    }
+
+    /// Leases the blob and its ingest before anything is written.
+    async fn lease(&self) -> Result<(), Failure> {
+        if self.leased.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let lease = Arc::clone(&self.cx.lease);
+        let digest = self.digest().clone();
+        blocking(move || {
+            lease.add(&LeaseResource::Blob(digest.clone()))?;
+            lease.add(&LeaseResource::Ingest(ingest_ref(&digest)))
+        })
+        .await
+        .map_err(fatal)?
+        .map_err(|e| fatal(Error::store("leasing a layer blob", e)))?;
+        self.leased.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Opens the ingest (from byte 0 when `restart`) and starts the tasks.
+    async fn start(&self, restart: bool) -> Result<Start, Failure> {
+        self.lease().await?;
+        let store = self.cx.store.clone();
+        let digest = self.digest().clone();
+        let size = self.size();
+        let opened = blocking(move || -> Result<Option<Writer>, StoreError> {
+            let mut w = match store
+                .content()
+                .writer(&ingest_ref(&digest), Some(&digest), Some(size))
+            {
+                Ok(w) => w,
+                Err(e) if e.is_already_exists() => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            if restart && w.offset() > 0 {
+                w.reset()?;
+            }
+            Ok(Some(w))
+        })
+        .await
+        .map_err(fatal)?;
+        let writer = match opened {
+            Ok(Some(w)) => w,
+            Ok(None) => return Ok(Start::Present),
+            Err(e) => {
+                return Err(fatal(Error::store(
+                    format!("opening the ingest of {}", self.digest()),
+                    e,
+                )));
+            }
+        };
+        let offset = writer.offset();
+        let (ingest_tx, ingest) = spawn_ingest(writer);
+        let extraction = match &self.cx.layers {
+            None => Extraction::Skip,
+            Some(_) if offset > 0 => Extraction::AfterCommit,
+            Some(layers) => {
+                let (tx, handle) = spawn_extraction(layers.clone(), self.layer.compression);
+                Extraction::Streaming {
+                    tx: Some(tx),
+                    handle,
+                    early: None,
+                }
+            }
+        };
+        Ok(Start::Pipeline(Box::new(Pipeline {
+            offset,
+            ingest_tx,
+            ingest,
+            extraction,
+        })))
+    }
+
+    /// Fetches the rest of the blob into the pipeline.
+    async fn fetch(&self, p: &mut Pipeline, ctx: &DownloadContext) -> Result<(), Failure> {
+        let size = self.size();
+        let digest = self.digest();
+        if p.offset >= size {
+            return Ok(());
+        }
+        let network = |e| Failure::Resumable(Error::registry(format!("fetching blob {digest}"), e));
+        let resp = self
+            .cx
+            .repo
+            .get_blob_from(digest, p.offset, size)
+            .await
+            .map_err(network)?;
+        // A registry that ignored the range starts at 0: skip what is already held.
+        let mut skip = p.offset.saturating_sub(resp.start);
+        let mut body = resp.body;
+        ctx.report("Downloading", p.offset, Some(size));
+        while let Some(chunk) = body.next().await {
+            let mut chunk = chunk.map_err(network)?;
+            self.cx.moved.store(true, Ordering::Release);
+            self.cx
+                .fetched
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            if skip > 0 {
+                let n = usize::try_from(skip).unwrap_or(usize::MAX).min(chunk.len());
+                chunk.advance(n);
+                skip -= n as u64;
+            }
+            if chunk.is_empty() {
+                continue;
+            }
+            let len = chunk.len() as u64;
+            if p.offset + len > size {
+                return Err(Failure::Corrupt(format!(
+                    "the registry sent more than the {size} bytes the manifest gives"
+                )));
+            }
+            if p.ingest_tx.send(Feed::Data(chunk.clone())).await.is_err() {
+                return Err(ingest_failure(&mut p.ingest, digest).await);
+            }
+            feed_extraction(&mut p.extraction, chunk, digest).await?;
+            p.offset += len;
+            ctx.report("Downloading", p.offset, Some(size));
+        }
+        if p.offset < size {
+            return Err(Failure::Resumable(Error::ShortBlob {
+                blob: digest.clone(),
+                received: p.offset,
+                size,
+            }));
+        }
+        Ok(())
+    }
+
+    /// Commits the ingest (verifying the digest), then collects the extraction.
+    async fn finish(&self, p: Pipeline, ctx: &DownloadContext) -> Result<Arc<StagedBlob>, Failure> {
+        let digest = self.digest().clone();
+        let size = self.size();
+        ctx.progress()
+            .update(Progress::new(ctx.id(), "Verifying Checksum"));
+        let Pipeline {
+            ingest_tx,
+            mut ingest,
+            extraction,
+            ..
+        } = p;
+        if ingest_tx.send(Feed::End).await.is_err() {
+            return Err(ingest_failure(&mut ingest, &digest).await);
+        }
+        let writer = match (&mut ingest).await {
+            Ok(Ok(w)) => w,
+            Ok(Err(Some(e))) => return Err(store_failure(e, &digest)),
+            Ok(Err(None)) | Err(_) => {
+                return Err(fatal(Error::Internal(format!(
+                    "the ingest of {digest} stopped unexpectedly"
+                ))));
+            }
+        };
+        let d = digest.clone();
+        let committed = blocking(move || writer.commit(Some(size), Some(&d)))
+            .await
+            .map_err(fatal)?;
+        if let Err(e) = committed {
+            return Err(store_failure(e, &digest));
+        }
+        let staged = match extraction {
+            Extraction::Skip => None,
+            Extraction::Streaming { tx, handle, early } => {
+                ctx.progress().update(Progress::new(ctx.id(), "Extracting"));
+                let result = match early {
+                    Some(r) => r,
+                    None => {
+                        if let Some(tx) = tx {
+                            // A closed channel means the extraction already ended: its result says why.
+                            let _ = tx.send(Feed::End).await;
+                        }
+                        handle.await.map_err(|e| {
+                            fatal(Error::Internal(format!("layer extraction failed: {e}")))
+                        })?
+                    }
+                };
+                match result {
+                    Ok(s) => Some(s),
+                    // The bytes are the registry's verified blob: the layer itself is broken.
+                    Err(e) if data_fault(&e) => {
+                        return Err(permanent(Error::Corrupt {
+                            blob: digest.clone(),
+                            reason: format!("the layer does not unpack: {e}"),
+                        }));
+                    }
+                    Err(e) => {
+                        return Err(fatal(Error::Layer {
+                            blob: digest.clone(),
+                            source: e,
+                        }));
+                    }
+                }
+            }
+            Extraction::AfterCommit => {
+                ctx.progress().update(Progress::new(ctx.id(), "Extracting"));
+                Some(self.stage_stored().await?)
+            }
+        };
+        self.staged(staged).await
+    }
+
+    /// Extracts the stored blob.
+    async fn stage_stored(&self) -> Result<StagedLayer, Failure> {
+        let Some(layers) = self.cx.layers.clone() else {
+            return Err(fatal(Error::Internal("no layer store to extract into".into())));
+        };
+        let store = self.cx.store.clone();
+        let digest = self.digest().clone();
+        let compression = self.layer.compression;
+        blocking(move || stage_from_blob(&store, &layers, &digest, compression, None))
+            .await
+            .map_err(fatal)?
+            .map_err(|e| match e {
+                Error::Layer { ref source, .. } if data_fault(source) => permanent(Error::Corrupt {
+                    blob: self.digest().clone(),
+                    reason: format!("the layer does not unpack: {source}"),
+                }),
+                other => fatal(other),
+            })
+    }
+
+    /// Checks the DiffID against the config's and wraps the result.
+    async fn staged(&self, layer: Option<StagedLayer>) -> Result<Arc<StagedBlob>, Failure> {
+        let config = self.config().await?;
+        let expected = config.diff_ids.get(self.index).cloned().ok_or_else(|| {
+            permanent(Error::InvalidConfig {
+                digest: self.digest().clone(),
+                reason: format!("it has no DiffID for layer {}", self.index + 1),
+            })
+        })?;
+        if let Some(l) = &layer
+            && *l.diff_id() != expected
+        {
+            return Err(permanent(Error::DiffIdMismatch {
+                blob: self.digest().clone(),
+                expected,
+                actual: l.diff_id().clone(),
+            }));
+        }
+        Ok(Arc::new(StagedBlob::new(
+            self.digest().clone(),
+            self.layer.compression,
+            expected,
+            layer,
+        )))
+    }
+
+    async fn config(&self) -> Result<Arc<ImageConfig>, Failure> {
+        let mut rx = self.cx.config.clone();
+        let value = rx
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| permanent(Error::Internal("the image config was never fetched".into())))?
+            .clone();
+        match value {
+            Some(Ok(c)) => Ok(c),
+            Some(Err(reason)) => Err(permanent(Error::Internal(format!(
+                "the image config could not be fetched: {reason}"
+            )))),
+            None => Err(permanent(Error::Internal("no image config".into()))),
+        }
+    }
+
+    /// One attempt: resume or start the pipeline, fetch, finish.
+    async fn attempt(
+        &self,
+        ctx: &DownloadContext,
+        restart: bool,
+    ) -> Result<Arc<StagedBlob>, Failure> {
+        let kept = if restart {
+            None
+        } else {
+            lock(&self.state).take()
+        };
+        let mut pipeline = match kept {
+            Some(p) => p,
+            None => match self.start(restart).await? {
+                Start::Pipeline(p) => *p,
+                Start::Present => {
+                    let staged = match self.cx.layers {
+                        Some(_) => {
+                            ctx.progress().update(Progress::new(ctx.id(), "Extracting"));
+                            Some(self.stage_stored().await?)
+                        }
+                        None => None,
+                    };
+                    return self.staged(staged).await;
+                }
+            },
+        };
+        ctx.set_resume_offset(pipeline.offset);
+        match self.fetch(&mut pipeline, ctx).await {
+            Ok(()) => {}
+            Err(Failure::Resumable(e)) => {
+                ctx.set_resume_offset(pipeline.offset);
+                *lock(&self.state) = Some(pipeline);
+                return Err(Failure::Resumable(e));
+            }
+            Err(other) => return Err(other),
+        }
+        self.finish(pipeline, ctx).await
+    }
+}
+
+/// Starts the ingest task: it writes what it is fed and hands the writer back at [`Feed::End`].
+/// If its feeder goes away first, it drops the writer, which keeps the bytes for a resume.
+fn spawn_ingest(
+    mut writer: Writer,
+) -> (
+    mpsc::Sender<Feed>,
+    JoinHandle<Result<Writer, Option<StoreError>>>,
+) {
+    let (tx, mut rx) = mpsc::channel::<Feed>(CHANNEL_CHUNKS);
+    let handle = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        while let Some(msg) = rx.blocking_recv() {
+            match msg {
+                Feed::Data(b) => {
+                    if let Err(e) = writer.write_all(&b) {
+                        return Err(Some(writer.error_from_io(e)));
+                    }
+                }
+                Feed::End => return Ok(writer),
+            }
+        }
+        Err(None)
+    });
+    (tx, handle)
+}
+
+/// Starts the extraction task.
+fn spawn_extraction(
+    layers: LayerStore,
+    compression: Compression,
+) -> (mpsc::Sender<Feed>, JoinHandle<Staged>) {
+    let (tx, rx) = mpsc::channel::<Feed>(CHANNEL_CHUNKS);
+    let handle = tokio::task::spawn_blocking(move || {
+        let decoded = decompress(ChannelReader::new(rx), compression)
+            .map_err(|source| LayerError::Source { source })?;
+        layers.stage(decoded, &stage_options(None))
+    });
+    (tx, handle)
+}
+
+/// Hands a chunk to the extraction. An extraction that stopped reading before the end is
+/// collected: a failure due to the data ends the attempt as corrupt.
+async fn feed_extraction(
+    extraction: &mut Extraction,
+    chunk: bytes::Bytes,
+    digest: &Digest,
+) -> Result<(), Failure> {
+    let Extraction::Streaming { tx, handle, early } = extraction else {
+        return Ok(());
+    };
+    let Some(sender) = tx else {
+        return Ok(());
+    };
+    if sender.send(Feed::Data(chunk)).await.is_ok() {
+        return Ok(());
+    }
+    *tx = None;
+    let result = handle
+        .await
+        .map_err(|e| fatal(Error::Internal(format!("layer extraction failed: {e}"))))?;
+    match result {
+        Ok(staged) => {
+            // It read all it needed (trailing bytes after the archive); the rest only goes to
+            // the ingest.
+            *early = Some(Ok(staged));
+            Ok(())
+        }
+        Err(e) if data_fault(&e) => Err(Failure::Corrupt(format!("{e}"))),
+        Err(e) => Err(fatal(Error::Layer {
+            blob: digest.clone(),
+            source: e,
+        })),
+    }
+}
+
+/// The error of an ingest task that stopped taking data.
+async fn ingest_failure(
+    ingest: &mut JoinHandle<Result<Writer, Option<StoreError>>>,
+    digest: &Digest,
+) -> Failure {
+    match ingest.await {
+        Ok(Err(Some(e))) => store_failure(e, digest),
+        Ok(_) => fatal(Error::Internal(format!(
+            "the ingest of {digest} stopped unexpectedly"
+        ))),
+        Err(e) => fatal(Error::Internal(format!("the ingest of {digest} failed: {e}"))),
+    }
+}
+
+/// Content mismatches are corruption; anything else is a store error.
+fn store_failure(e: StoreError, digest: &Digest) -> Failure {
+    if e.is_content_mismatch() {
+        Failure::Corrupt(e.to_string())
+    } else {
+        fatal(Error::store(format!("writing blob {digest}"), e))
+    }
+}
+
+impl DownloadDescriptor for LayerDescriptor {
+    type Staged = Arc<StagedBlob>;
+
+    fn key(&self) -> String {
+        format!("{}/{}", self.cx.registry, self.digest())
+    }
+
+    fn id(&self) -> String {
+        short_id(self.digest())
+    }
+
+    fn diff_id(&self) -> Option<Digest> {
+        self.known_diff_id.clone()
+    }
+
+    async fn download(&self, ctx: DownloadContext) -> Result<Arc<StagedBlob>, BoxError> {
+        let mut restart = false;
+        loop {
+            match self.attempt(&ctx, restart).await {
+                Ok(staged) => return Ok(staged),
+                Err(Failure::Resumable(e)) => return Err(Box::new(e)),
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Corrupt(reason)) => {
+                    lock(&self.state).take();
+                    if self.corrupt_seen.swap(true, Ordering::AcqRel) {
+                        return Err(Box::new(DoNotRetry::new(Error::Corrupt {
+                            blob: self.digest().clone(),
+                            reason,
+                        })));
+                    }
+                    let note = Error::CorruptOnce {
+                        blob: self.digest().clone(),
+                        reason,
+                    };
+                    tracing::warn!(error = %note, "refetching a corrupt blob");
+                    ctx.progress()
+                        .update(Progress::new(ctx.id(), "Retrying").with_message(note.to_string()));
+                    restart = true;
+                }
+            }
+        }
+    }
+
+    fn close(&self) {
+        lock(&self.state).take();
+    }
+}
