@@ -1,9 +1,9 @@
 //! What a pull or push is configured with: [`PullConfig`], [`PushConfig`], image events, and the
 //! retry policy that understands hoist's typed errors.
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use hoist_registry::RegistryClient;
@@ -201,7 +201,10 @@ impl PullConfig {
     }
 
     /// Replaces the download manager (to share one, or to set its concurrency and retries).
-    pub fn with_download_manager(mut self, manager: Arc<LayerDownloadManager<LocalLayers>>) -> Self {
+    pub fn with_download_manager(
+        mut self,
+        manager: Arc<LayerDownloadManager<LocalLayers>>,
+    ) -> Self {
         self.download_manager = manager;
         self
     }

@@ -46,7 +46,10 @@ impl Registries {
         if host.is_empty() {
             return;
         }
-        let list = self.mirrors.entry(registry.to_ascii_lowercase()).or_default();
+        let list = self
+            .mirrors
+            .entry(registry.to_ascii_lowercase())
+            .or_default();
         if !list.contains(&host) {
             list.push(host);
         }
@@ -190,15 +193,11 @@ fn not_found_or_denied(e: &hoist_registry::Error) -> bool {
 /// returned unchanged.
 pub fn translate_pull_error(err: Error, reference: &ImageRef) -> Error {
     match err {
-        Error::Registry { source, .. } | Error::Unreachable { source, .. }
-            if not_found_or_denied(&source) =>
-        {
-            Error::NotFoundOrDenied {
-                reference: reference.familiar(),
-                registry: reference.registry().to_owned(),
-                source,
-            }
-        }
+        Error::Registry { source, .. } if not_found_or_denied(&source) => Error::NotFoundOrDenied {
+            reference: reference.familiar(),
+            registry: reference.registry().to_owned(),
+            source,
+        },
         other => other,
     }
 }

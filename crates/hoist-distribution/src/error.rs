@@ -166,7 +166,9 @@ pub enum Error {
     },
 
     /// No entry of an index or manifest list matches the wanted platform.
-    #[error("no matching manifest for {platform} in the manifest list entries of {reference} (available: {available})")]
+    #[error(
+        "no matching manifest for {platform} in the manifest list entries of {reference} (available: {available})"
+    )]
     NoMatchingPlatform {
         /// The image.
         reference: String,
@@ -205,7 +207,9 @@ pub enum Error {
     },
 
     /// A layer's content does not match the DiffID the image config declares.
-    #[error("layer {blob}: DiffID mismatch: the config declares {expected}, the content is {actual}")]
+    #[error(
+        "layer {blob}: DiffID mismatch: the config declares {expected}, the content is {actual}"
+    )]
     DiffIdMismatch {
         /// The layer blob.
         blob: Digest,
@@ -485,7 +489,9 @@ mod tests {
 
     #[test]
     fn reserved_name_reference_errors_become_reserved_name() {
-        let e: Error = hoist_registry::ImageRef::parse("scratch").unwrap_err().into();
+        let e: Error = hoist_registry::ImageRef::parse("scratch")
+            .unwrap_err()
+            .into();
         assert!(matches!(e, Error::ReservedName { .. }), "{e}");
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
         let e: Error = hoist_registry::ImageRef::parse("UPPER").unwrap_err().into();

@@ -202,14 +202,15 @@ impl LayerDescriptor {
         let digest = self.digest().clone();
         let size = self.size();
         let opened = blocking(move || -> Result<Option<Writer>, StoreError> {
-            let mut w = match store
-                .content()
-                .writer(&ingest_ref(&digest), Some(&digest), Some(size))
-            {
-                Ok(w) => w,
-                Err(e) if e.is_already_exists() => return Ok(None),
-                Err(e) => return Err(e),
-            };
+            let mut w =
+                match store
+                    .content()
+                    .writer(&ingest_ref(&digest), Some(&digest), Some(size))
+                {
+                    Ok(w) => w,
+                    Err(e) if e.is_already_exists() => return Ok(None),
+                    Err(e) => return Err(e),
+                };
             if restart && w.offset() > 0 {
                 w.reset()?;
             }
@@ -379,7 +380,9 @@ impl LayerDescriptor {
     /// Extracts the stored blob.
     async fn stage_stored(&self) -> Result<StagedLayer, Failure> {
         let Some(layers) = self.cx.layers.clone() else {
-            return Err(fatal(Error::Internal("no layer store to extract into".into())));
+            return Err(fatal(Error::Internal(
+                "no layer store to extract into".into(),
+            )));
         };
         let store = self.cx.store.clone();
         let digest = self.digest().clone();
@@ -388,10 +391,12 @@ impl LayerDescriptor {
             .await
             .map_err(fatal)?
             .map_err(|e| match e {
-                Error::Layer { ref source, .. } if data_fault(source) => permanent(Error::Corrupt {
-                    blob: self.digest().clone(),
-                    reason: format!("the layer does not unpack: {source}"),
-                }),
+                Error::Layer { ref source, .. } if data_fault(source) => {
+                    permanent(Error::Corrupt {
+                        blob: self.digest().clone(),
+                        reason: format!("the layer does not unpack: {source}"),
+                    })
+                }
                 other => fatal(other),
             })
     }
@@ -564,7 +569,9 @@ async fn ingest_failure(
         Ok(_) => fatal(Error::Internal(format!(
             "the ingest of {digest} stopped unexpectedly"
         ))),
-        Err(e) => fatal(Error::Internal(format!("the ingest of {digest} failed: {e}"))),
+        Err(e) => fatal(Error::Internal(format!(
+            "the ingest of {digest} failed: {e}"
+        ))),
     }
 }
 

@@ -16,10 +16,10 @@
 //! [`parse_config`] reads the parts of an image config a pull needs: `rootfs.diff_ids`, the
 //! platform and the creation time.
 
+use hoist_registry::ManifestKind;
 use hoist_registry::manifest::{
     DOCKER_LIST, DOCKER_MANIFEST, DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED, OCI_INDEX, OCI_MANIFEST,
 };
-use hoist_registry::ManifestKind;
 use hoist_store::Digest;
 use serde::Deserialize;
 
@@ -232,11 +232,9 @@ struct RawManifest {
 
 /// Checks that `bytes` hash to `expected`.
 pub fn verify_digest(expected: &Digest, bytes: &[u8]) -> Result<()> {
-    hoist_registry::digest::check(expected, bytes).map_err(|actual| {
-        Error::ManifestDigestMismatch {
-            expected: expected.clone(),
-            actual,
-        }
+    hoist_registry::digest::check(expected, bytes).map_err(|actual| Error::ManifestDigestMismatch {
+        expected: expected.clone(),
+        actual,
     })
 }
 
@@ -329,7 +327,9 @@ pub fn parse(
         }));
     }
     if raw.manifests.is_some() {
-        return Err(invalid("an image manifest must not have a manifests array".into()));
+        return Err(invalid(
+            "an image manifest must not have a manifests array".into(),
+        ));
     }
     let config = raw
         .config
@@ -627,7 +627,13 @@ mod tests {
         let bytes = image(DOCKER_MANIFEST, PLUGIN_CONFIG, &[DOCKER_LAYER_GZIP]);
         let err = parse_default(DOCKER_MANIFEST, &bytes).unwrap_err();
         assert!(
-            matches!(err, Error::InvalidManifestClass { class: "plugin", .. }),
+            matches!(
+                err,
+                Error::InvalidManifestClass {
+                    class: "plugin",
+                    ..
+                }
+            ),
             "{err}"
         );
     }
@@ -648,7 +654,13 @@ mod tests {
         );
         let err = parse_default("application/x-whatever", b"{}").unwrap_err();
         assert!(
-            matches!(err, Error::UnsupportedMediaType { what: "manifest", .. }),
+            matches!(
+                err,
+                Error::UnsupportedMediaType {
+                    what: "manifest",
+                    ..
+                }
+            ),
             "{err}"
         );
     }
@@ -721,7 +733,10 @@ mod tests {
         .unwrap();
         let c = parse_config(&dg('c'), &bytes).unwrap();
         assert_eq!(c.diff_ids, vec![dg('1'), dg('2')]);
-        assert_eq!(c.platform, Some(Platform::new("linux", "arm64", Some("v8"))));
+        assert_eq!(
+            c.platform,
+            Some(Platform::new("linux", "arm64", Some("v8")))
+        );
         assert_eq!(c.created.as_deref(), Some("2024-01-01T00:00:00Z"));
         for bad in [
             json!({"rootfs": {"type": "other", "diff_ids": []}}),

@@ -69,12 +69,14 @@ impl Platform {
         };
         let parts: Vec<&str> = input.trim().split('/').collect();
         if parts.iter().any(|p| p.is_empty()) {
-            return Err(invalid("expected os/arch or os/arch/variant, with no empty part"));
+            return Err(invalid(
+                "expected os/arch or os/arch/variant, with no empty part",
+            ));
         }
-        if parts
-            .iter()
-            .any(|p| !p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
-        {
+        if parts.iter().any(|p| {
+            !p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        }) {
             return Err(invalid(
                 "platform parts are letters, digits, '_' and '-' (like linux/arm64/v8)",
             ));
@@ -264,7 +266,14 @@ mod tests {
 
     #[test]
     fn malformed_platforms_are_refused() {
-        for bad in ["", "linux/", "/amd64", "linux/amd64/v8/x", "linux/am d64", "linux//v7"] {
+        for bad in [
+            "",
+            "linux/",
+            "/amd64",
+            "linux/amd64/v8/x",
+            "linux/am d64",
+            "linux//v7",
+        ] {
             let err = Platform::parse(bad).unwrap_err();
             assert!(matches!(err, Error::InvalidPlatform { .. }), "{bad}: {err}");
         }

@@ -89,7 +89,10 @@ pub async fn pull(config: &PullConfig, reference: &ImageRef) -> Result<PullResul
         let moved = AtomicBool::new(false);
         match pull_from(config, endpoint, reference, &moved).await {
             Ok(result) => return Ok(result),
-            Err(e) if i < last && should_fall_back(&e, moved.load(Ordering::Acquire), endpoint.mirror) => {
+            Err(e)
+                if i < last
+                    && should_fall_back(&e, moved.load(Ordering::Acquire), endpoint.mirror) =>
+            {
                 tracing::warn!(endpoint = endpoint.host(), mirror = endpoint.mirror, error = %hoist_xfer::describe(&e), "pull failed; trying the next endpoint");
             }
             Err(e) => {
@@ -323,7 +326,11 @@ async fn pull_from(
     }
     let wanted = config.wanted_platform();
     let resolved = select_image(repo, top, &wanted, &familiar, &config.config_types, 0).await?;
-    let manifest_bytes: u64 = resolved.manifests.iter().map(|m| m.bytes.len() as u64).sum();
+    let manifest_bytes: u64 = resolved
+        .manifests
+        .iter()
+        .map(|m| m.bytes.len() as u64)
+        .sum();
     let image = resolved.image.clone();
     let image_manifest = resolved
         .manifests
@@ -336,7 +343,11 @@ async fn pull_from(
     let store = config.store.clone();
     let lease = {
         let store = store.clone();
-        let mut blobs: Vec<Digest> = resolved.manifests.iter().map(|m| m.digest.clone()).collect();
+        let mut blobs: Vec<Digest> = resolved
+            .manifests
+            .iter()
+            .map(|m| m.digest.clone())
+            .collect();
         blobs.push(image.config.digest.clone());
         let manifests: Vec<(Vec<u8>, Digest)> = resolved
             .manifests
@@ -387,7 +398,9 @@ async fn pull_from(
             .iter()
             .zip(known)
             .enumerate()
-            .map(|(i, (layer, known))| LayerDescriptor::new(Arc::clone(&cx), i, layer.clone(), known))
+            .map(|(i, (layer, known))| {
+                LayerDescriptor::new(Arc::clone(&cx), i, layer.clone(), known)
+            })
             .collect();
         let layers = async {
             config
@@ -459,7 +472,11 @@ async fn pull_from(
             reference: familiar,
             reason: format!(
                 "the layers are {:?}, the config lists {:?}",
-                rootfs.diff_ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                rootfs
+                    .diff_ids
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>(),
                 image_config
                     .diff_ids
                     .iter()

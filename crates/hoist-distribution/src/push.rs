@@ -24,7 +24,9 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use hoist_registry::{ByteStream, ImageRef, ManifestKind, MountResult, Repository, UploadSession};
 use hoist_store::{Digest, Store};
-use hoist_xfer::{BoxError, Progress, ProgressOutput, SharedProgress, UploadContext, UploadDescriptor};
+use hoist_xfer::{
+    BoxError, Progress, ProgressOutput, SharedProgress, UploadContext, UploadDescriptor,
+};
 use tokio::sync::mpsc;
 
 use crate::blocking::blocking;
@@ -136,7 +138,12 @@ impl LayerUpload {
             .filter(|l| l.repository != own)
             .take(MAX_MOUNT_ATTEMPTS);
         for source in sources {
-            match self.cx.repo.mount_blob(&self.blob.digest, &source.repository).await {
+            match self
+                .cx
+                .repo
+                .mount_blob(&self.blob.digest, &source.repository)
+                .await
+            {
                 Ok(MountResult::Mounted) => return Some(source.repository),
                 Ok(MountResult::NotMounted(session)) => {
                     let _ = session.cancel().await;
@@ -384,14 +391,23 @@ pub async fn push(config: &PushConfig, reference: &ImageRef) -> Result<PushResul
         let mut all = !images.is_empty() && images.len() == index.manifests.len();
         for e in &images {
             if all {
-                all = image_complete(&config.store, &e.descriptor.digest, &e.descriptor.media_type)
-                    .await;
+                all = image_complete(
+                    &config.store,
+                    &e.descriptor.digest,
+                    &e.descriptor.media_type,
+                )
+                .await;
             }
         }
         if all {
             for e in &images {
-                let child = read_blob(&config.store, &e.descriptor.digest, MAX_MANIFEST_SIZE, &familiar)
-                    .await?;
+                let child = read_blob(
+                    &config.store,
+                    &e.descriptor.digest,
+                    MAX_MANIFEST_SIZE,
+                    &familiar,
+                )
+                .await?;
                 layers.extend(
                     push_image(
                         config,
@@ -413,8 +429,12 @@ pub async fn push(config: &PushConfig, reference: &ImageRef) -> Result<PushResul
             let mut chosen = None;
             for e in index.candidates(&wanted) {
                 if e.kind().is_some_and(|k| !k.is_index())
-                    && image_complete(&config.store, &e.descriptor.digest, &e.descriptor.media_type)
-                        .await
+                    && image_complete(
+                        &config.store,
+                        &e.descriptor.digest,
+                        &e.descriptor.media_type,
+                    )
+                    .await
                 {
                     chosen = Some(e.descriptor.clone());
                     break;
@@ -427,8 +447,13 @@ pub async fn push(config: &PushConfig, reference: &ImageRef) -> Result<PushResul
                     available: format!("{} (none complete in the local store)", index.platforms()),
                 });
             };
-            let child_bytes = read_blob(&config.store, &child.digest, MAX_MANIFEST_SIZE, &familiar)
-                .await?;
+            let child_bytes =
+                read_blob(&config.store, &child.digest, MAX_MANIFEST_SIZE, &familiar).await?;
+            // Without a tag, the image goes under its own digest.
+            let child_put = match reference.tag() {
+                Some(_) => put_as.clone(),
+                None => child.digest.to_string(),
+            };
             layers.extend(
                 push_image(
                     config,
@@ -438,7 +463,7 @@ pub async fn push(config: &PushConfig, reference: &ImageRef) -> Result<PushResul
                     &child.digest,
                     &child.media_type,
                     child_bytes,
-                    &put_as,
+                    &child_put,
                 )
                 .await?,
             );
@@ -447,13 +472,23 @@ pub async fn push(config: &PushConfig, reference: &ImageRef) -> Result<PushResul
     } else {
         layers.extend(
             push_image(
-                config, &cx, &progress, &familiar, &digest, &media_type, bytes, &put_as,
+                config,
+                &cx,
+                &progress,
+                &familiar,
+                &digest,
+                &media_type,
+                bytes,
+                &put_as,
             )
             .await?,
         );
         digest
     };
-    let pushed_name = format!("{}:{put_as}", reference.name());
+    let pushed_name = match reference.tag() {
+        Some(tag) => format!("{}:{tag}", reference.name()),
+        None => format!("{}@{pushed_digest}", reference.name()),
+    };
     if let Some(logger) = &config.event_logger {
         logger(&ImageEvent {
             action: EventAction::Push,
@@ -462,11 +497,7 @@ pub async fn push(config: &PushConfig, reference: &ImageRef) -> Result<PushResul
         });
     }
     Ok(PushResult {
-        reference: if reference.tag().is_some() {
-            pushed_name
-        } else {
-            format!("{}@{put_as}", reference.name())
-        },
+        reference: pushed_name,
         digest: pushed_digest,
         layers,
     })
@@ -522,7 +553,8 @@ async fn push_image(
         layers,
         ..
     } = image;
-    let config_bytes = read_blob(&config.store, &config_ref.digest, MAX_CONFIG_SIZE, familiar).await?;
+    let config_bytes =
+        read_blob(&config.store, &config_ref.digest, MAX_CONFIG_SIZE, familiar).await?;
     let image_config = manifest::parse_config(&config_ref.digest, &config_bytes)?;
     if image_config.diff_ids.len() != layers.len() {
         return Err(Error::InvalidConfig {
@@ -555,7 +587,10 @@ async fn push_image(
     config
         .upload_manager
         .upload(
-            uploads.iter().map(|u| SharedUpload(Arc::clone(u))).collect(),
+            uploads
+                .iter()
+                .map(|u| SharedUpload(Arc::clone(u)))
+                .collect(),
             Arc::clone(progress),
         )
         .await
