@@ -1,7 +1,7 @@
 //! The error type of pulls and pushes, with a stable [`ErrorKind`] for exit codes and
 //! [`Error::is_retryable`] for retry decisions.
 //!
-//! Every failure of [`crate::pull`] and [`crate::push`] is an [`Error`]. Errors wrapped by the
+//! Every failure of [`crate::pull()`] and [`crate::push()`] is an [`Error`]. Errors wrapped by the
 //! transfer engine ([`hoist_xfer::DownloadError`], [`hoist_xfer::UploadError`]) keep their whole
 //! cause chain; [`Error::kind`] looks through it so that a digest mismatch deep inside a layer
 //! download is still reported as [`ErrorKind::Corrupt`].
@@ -238,16 +238,6 @@ pub enum Error {
         reason: String,
     },
 
-    /// A blob arrived corrupt; it is fetched again from the start once before
-    /// [`Error::Corrupt`] is reported.
-    #[error("blob {blob} arrived corrupt ({reason}); fetching it again from the start")]
-    CorruptOnce {
-        /// The blob.
-        blob: Digest,
-        /// What was wrong.
-        reason: String,
-    },
-
     /// The registry sent fewer bytes than the blob has.
     #[error("blob {blob}: the registry sent {received} of {size} bytes")]
     ShortBlob {
@@ -367,8 +357,7 @@ impl Error {
             | Error::InvalidConfig { .. }
             | Error::DiffIdMismatch { .. }
             | Error::RootfsMismatch { .. }
-            | Error::Corrupt { .. }
-            | Error::CorruptOnce { .. } => ErrorKind::Corrupt,
+            | Error::Corrupt { .. } => ErrorKind::Corrupt,
             Error::ShortBlob { .. } => ErrorKind::Network,
             Error::ImageConfigPull { source, .. } => source.kind(),
             Error::Layer { source, .. } => {
@@ -403,7 +392,7 @@ impl Error {
     /// transiently, or the store was busy).
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Unreachable { .. } | Error::ShortBlob { .. } | Error::CorruptOnce { .. } => true,
+            Error::Unreachable { .. } | Error::ShortBlob { .. } => true,
             Error::Registry { source, .. } => source.is_retryable(),
             Error::ImageConfigPull { source, .. } => source.is_retryable(),
             Error::Layer { source, .. } => source.is_retryable(),

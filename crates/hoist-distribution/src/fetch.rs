@@ -72,9 +72,9 @@ pub(crate) fn short_id(digest: &Digest) -> String {
     digest.digest().chars().take(12).collect()
 }
 
-/// The ingest reference of a blob download: the same for every process, so that any of them
-/// can resume it.
-fn ingest_ref(digest: &Digest) -> String {
+/// The ingest reference a pull writes blob `digest` under: the same in every process, so that
+/// any of them resumes what another left (see [`hoist_store::ContentStore::ingests`]).
+pub fn ingest_reference(digest: &Digest) -> String {
     format!("blob-{digest}")
 }
 
@@ -186,7 +186,7 @@ impl LayerDescriptor {
         let digest = self.digest().clone();
         blocking(move || {
             lease.add(&LeaseResource::Blob(digest.clone()))?;
-            lease.add(&LeaseResource::Ingest(ingest_ref(&digest)))
+            lease.add(&LeaseResource::Ingest(ingest_reference(&digest)))
         })
         .await
         .map_err(fatal)?
@@ -205,7 +205,7 @@ impl LayerDescriptor {
             let mut w =
                 match store
                     .content()
-                    .writer(&ingest_ref(&digest), Some(&digest), Some(size))
+                    .writer(&ingest_reference(&digest), Some(&digest), Some(size))
                 {
                     Ok(w) => w,
                     Err(e) if e.is_already_exists() => return Ok(None),
@@ -614,13 +614,13 @@ impl DownloadDescriptor for LayerDescriptor {
                             reason,
                         })));
                     }
-                    let note = Error::CorruptOnce {
-                        blob: self.digest().clone(),
-                        reason,
-                    };
-                    tracing::warn!(error = %note, "refetching a corrupt blob");
+                    let note = format!(
+                        "blob {} arrived corrupt ({reason}); fetching it again from the start",
+                        self.digest()
+                    );
+                    tracing::warn!("{note}");
                     ctx.progress()
-                        .update(Progress::new(ctx.id(), "Retrying").with_message(note.to_string()));
+                        .update(Progress::new(ctx.id(), "Retrying").with_message(note));
                     restart = true;
                 }
             }

@@ -1,5 +1,5 @@
 //! The transfer engine's view of the local store: [`LocalLayers`] registers staged layers into
-//! hoist's layer store, [`BlobLayers`] stands in for it when layers are only fetched
+//! hoist's layer store, and a stand-in for it when layers are only fetched
 //! (`--no-unpack`).
 //!
 //! A download produces a [`StagedBlob`]: the verified blob's digest and DiffID and, when it was

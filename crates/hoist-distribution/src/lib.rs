@@ -3,19 +3,19 @@
 //! `hoist-distribution` wires the registry client ([`hoist_registry`]), the transfer engine
 //! ([`hoist_xfer`]) and the local store ([`hoist_store`]) into the operations users run:
 //!
-//! - [`pull`] (and [`pull_all_tags`], [`tags`]): registry -> local store, configured by
+//! - [`pull()`] (and [`pull_all_tags`], [`tags`]): registry -> local store, configured by
 //!   [`PullConfig`]. Mirrors first ([`endpoint`]), manifests and indexes resolved to the wanted
 //!   [`Platform`] ([`manifest`], [`platform`]), the config fetched beside the layers, every layer
 //!   streamed into the content store while it is decompressed and extracted, verified
 //!   before anything becomes visible, then recorded under its reference.
-//! - [`push`]: local store -> registry, configured by [`PushConfig`]: layers skipped when present,
+//! - [`push()`]: local store -> registry, configured by [`PushConfig`]: layers skipped when present,
 //!   mounted from another repository when hoist knows one, else uploaded in resumable chunks;
 //!   then config and manifest, digests preserved.
 //!
 //! Progress goes to a [`hoist_xfer::ProgressOutput`] with Docker's per-layer actions: "Waiting",
 //! "Downloading", "Retrying in Ns: cause", "Verifying Checksum", "Extracting", "Download
-//! complete", "Pull complete", "Already exists", "Preparing", "Pushing", "Mounted from REPO",
-//! "Layer already exists", "Pushed". Errors are [`Error`], each with a stable [`ErrorKind`] and
+//! complete", "Pull complete", "Already exists", "Retrying" (a corrupt blob fetched again),
+//! "Preparing", "Pushing", "Mounted from REPO", "Layer already exists", "Pushed". Errors are [`Error`], each with a stable [`ErrorKind`] and
 //! [`Error::is_retryable`].
 //!
 //! Everything is async (tokio); the store's blocking work runs on blocking threads.
@@ -42,6 +42,7 @@ pub use config::{
 };
 pub use endpoint::{Registries, translate_pull_error};
 pub use error::{Error, ErrorKind, Result};
+pub use fetch::ingest_reference;
 pub use layers::{LocalLayers, StagedBlob};
 pub use platform::Platform;
 pub use pull::{PullResult, PulledLayer, pull, pull_all_tags, tags};

@@ -2,8 +2,9 @@
 //!
 //! [`pull`] resolves the endpoints (mirrors first), fetches the manifest (following indexes to
 //! the platform wanted), then fetches the image config *beside* the layers: the layers start at
-//! once through the [`hoist_xfer::LayerDownloadManager`] (see [`crate::fetch`] for the pipeline
-//! of one layer), and each layer's DiffID is checked against the config once both are there.
+//! once through the [`hoist_xfer::LayerDownloadManager`] (each layer pipelined: streamed into
+//! the content store while it is decompressed and extracted), and each layer's DiffID is checked
+//! against the config once both are there.
 //! When every layer is registered, the root filesystem is checked against the config, and the
 //! manifests, config, image record, source repositories and the reference are recorded, in that
 //! order; the event logger hears of it last.

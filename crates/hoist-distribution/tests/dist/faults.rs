@@ -172,3 +172,42 @@ async fn a_registry_that_ignores_ranges_still_yields_the_right_layer() {
     unpack(&local.store, &image.top_chain(), &out);
     assert_eq!(std::fs::read(out.join("big")).unwrap(), noise(size, 8));
 }
+
+#[tokio::test]
+async fn an_ingest_left_by_an_earlier_process_is_resumed_and_then_extracted() {
+    use std::io::Write;
+    let size = 1 << 20;
+    let (_registry, proxy, image) = setup(Layer::gzip(&[("big", &noise(size, 9)[..])])).await;
+    let blob = &image.layers[0].blob;
+    let digest = image.layers[0].digest();
+    let local = local_store();
+    let held = 300_000;
+    {
+        // What a killed pull leaves: the first bytes of the blob in its ingest.
+        let mut w = local
+            .store
+            .content()
+            .writer(
+                &hoist_distribution::ingest_reference(&digest),
+                Some(&digest),
+                Some(blob.len() as u64),
+            )
+            .unwrap();
+        w.write_all(&blob[..held]).unwrap();
+    }
+    let (cfg, _) = pull_config(&local.store);
+    pull(&cfg, &image_ref(&proxy.host(), "faulty/img:1"))
+        .await
+        .unwrap();
+    let gets = proxy.requests(&Matcher::get(&blob_path(&image)));
+    assert_eq!(gets.len(), 1, "{gets:#?}");
+    assert_eq!(
+        gets[0].range.as_deref(),
+        Some(format!("bytes={held}-{}", blob.len() - 1).as_str())
+    );
+    assert_eq!(gets[0].bytes_sent, (blob.len() - held) as u64);
+    let out = local.dir.path().join("rootfs");
+    unpack(&local.store, &image.top_chain(), &out);
+    assert_eq!(std::fs::read(out.join("big")).unwrap(), noise(size, 9));
+    assert!(local.store.content().ingests().unwrap().is_empty());
+}
