@@ -67,8 +67,8 @@ pub struct CopyOptions {
     pub retry: RetryPolicy,
     /// Where per-blob progress goes.
     pub progress: SharedProgress,
-    /// The blob info cache (the local store): where blobs were seen, to mount from, and where
-    /// the copy records the registry repositories it read and wrote blobs.
+    /// The blob info cache (the local store): where blobs were seen, to mount from; the copy
+    /// records there the registry repositories it read blobs from and wrote them to.
     pub cache: Option<Store>,
 }
 
@@ -510,7 +510,6 @@ struct BlobCopy {
     destination: Arc<dyn ImageDestination>,
     job: BlobJob,
     source_location: Option<RegistryLocation>,
-    destination_location: Option<RegistryLocation>,
     cache: Option<Store>,
     destination_name: String,
     tally: Arc<Tally>,
@@ -567,15 +566,10 @@ impl BlobCopy {
         Ok(stored)
     }
 
-    /// Records in the blob info cache the registry repositories the blob is known to be in.
+    /// Records in the blob info cache that the source repository holds the blob (destinations
+    /// record where they put it themselves).
     async fn record(&self, digest: &Digest) {
-        let Some(cache) = &self.cache else {
-            return;
-        };
-        for location in [&self.source_location, &self.destination_location]
-            .into_iter()
-            .flatten()
-        {
+        if let (Some(cache), Some(location)) = (&self.cache, &self.source_location) {
             transport::record_location(cache, digest, location).await;
         }
     }
@@ -641,7 +635,6 @@ async fn copy_blobs(
         .map(|j| (j.info.short_id(), j.info.digest.to_string()))
         .collect();
     let source_location = source.registry_location();
-    let destination_location = destination.registry_location();
     let destination_name = destination.name();
     let jobs = plan
         .blobs
@@ -651,7 +644,6 @@ async fn copy_blobs(
             destination: destination.clone(),
             job: job.clone(),
             source_location: source_location.clone(),
-            destination_location: destination_location.clone(),
             cache: options.cache.clone(),
             destination_name: destination_name.clone(),
             tally: tally.clone(),

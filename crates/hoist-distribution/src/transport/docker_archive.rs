@@ -8,8 +8,9 @@
 //! compressed archive, `docker save | gzip`, is first decompressed to a temporary file). The image
 //! is presented as a Docker schema 2 manifest: config and layers with their digests, layers with
 //! the uncompressed-tar media type (their digests are the config's DiffIDs; a layer stored
-//! compressed is hashed and typed as such). The manifest is serialised the way other tools do, so
-//! that its digest is the one they compute for the same archive.
+//! compressed is hashed and typed as such). The manifest is serialised with the fields in the
+//! order other tools use, so it is stable for a given archive. (skopeo 1.9 labels uncompressed
+//! archive layers `tar.gzip`, so its manifest for the same archive differs in that type only.)
 //!
 //! Writing stages files in a temporary directory: configs as `<hex>.json`, layers decompressed
 //! (gzip or zstd, detected by magic number) as `<diffid hex>.tar` while the compressed stream is

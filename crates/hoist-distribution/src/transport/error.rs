@@ -343,11 +343,19 @@ impl Error {
     pub fn is_content_mismatch(&self) -> bool {
         match self {
             Error::DigestMismatch { .. } | Error::SizeMismatch { .. } => true,
-            Error::Registry { source, .. } => matches!(
-                **source,
-                hoist_registry::Error::DigestMismatch { .. }
-                    | hoist_registry::Error::SizeMismatch { .. }
-            ),
+            Error::Registry { source, .. } => {
+                matches!(
+                    **source,
+                    hoist_registry::Error::DigestMismatch { .. }
+                        | hoist_registry::Error::SizeMismatch { .. }
+                ) || source.error_codes().any(|c| {
+                    matches!(
+                        c,
+                        hoist_registry::error_body::ErrorCode::DigestInvalid
+                            | hoist_registry::error_body::ErrorCode::SizeInvalid
+                    )
+                })
+            }
             Error::Store { source, .. } => source.is_content_mismatch(),
             _ => false,
         }

@@ -183,6 +183,13 @@ impl RegistryDestination {
         }
     }
 
+    /// Records in the blob info cache, when there is one, that this repository holds `digest`.
+    async fn learnt(&self, cache: Option<&hoist_store::Store>, digest: &Digest) {
+        if let Some(cache) = cache {
+            record_location(cache, digest, &location_of(&self.reference)).await;
+        }
+    }
+
     /// Repositories of this registry the blob info cache saw the blob in.
     async fn cached_locations(
         &self,
@@ -239,6 +246,7 @@ impl ImageDestination for RegistryDestination {
     ) -> BoxFuture<'a, Result<Option<BlobInfo>>> {
         Box::pin(async move {
             if let Some(found) = self.present(info).await? {
+                self.learnt(options.cache.as_ref(), &info.digest).await;
                 return Ok(Some(found));
             }
             let own = self.reference.repository();
@@ -247,6 +255,7 @@ impl ImageDestination for RegistryDestination {
                 && source.repository != own
                 && self.mount(&info.digest, &source.repository).await
             {
+                self.learnt(options.cache.as_ref(), &info.digest).await;
                 return Ok(Some(info.clone()));
             }
             for (digest, repository) in self.cached_locations(info, options).await {
@@ -254,6 +263,7 @@ impl ImageDestination for RegistryDestination {
                     continue;
                 }
                 if self.mount(&digest, &repository).await {
+                    self.learnt(options.cache.as_ref(), &digest).await;
                     if digest == info.digest {
                         return Ok(Some(info.clone()));
                     }
@@ -275,7 +285,7 @@ impl ImageDestination for RegistryDestination {
         &'a self,
         stream: ByteStream,
         info: &'a BlobInfo,
-        _options: &'a PutOptions,
+        options: &'a PutOptions,
     ) -> BoxFuture<'a, Result<BlobInfo>> {
         Box::pin(async move {
             let verifier =
@@ -302,6 +312,7 @@ impl ImageDestination for RegistryDestination {
                 }
                 return Err(e);
             }
+            self.learnt(options.cache.as_ref(), &info.digest).await;
             Ok(info.clone())
         })
     }
@@ -349,69 +360,74 @@ impl ImageDestination for RegistryDestination {
     }
 }
 
-/// Wraps `stream` so that it verifies the bytes as they pass: past the expected size, or with
-/// the wrong digest at the end, it yields an error instead of ending, so that the upload breaks
-/// off. The receiver gets the verdict (or nothing if the stream was not read to the end).
+/// Wraps `stream` so that it verifies the bytes as they pass. It holds one chunk back until it
+/// has seen what follows, so that the last byte leaves only once the whole blob has been checked:
+/// past the expected size, with the wrong digest at the end, or when the source fails, it yields
+/// an error instead, and the upload breaks off before the registry has the complete blob. The
+/// receiver gets the verdict (nothing if the stream was not read to the end).
 fn verifying_stream(
     stream: ByteStream,
     verifier: Verifier,
 ) -> (ByteStream, tokio::sync::oneshot::Receiver<Result<()>>) {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    struct State {
-        stream: ByteStream,
-        verifier: Option<Verifier>,
-        tx: Option<tokio::sync::oneshot::Sender<Result<()>>>,
-    }
-    let state = State {
+    let state = Lookahead {
         stream,
         verifier: Some(verifier),
+        held: None,
         tx: Some(tx),
     };
     let checked = futures_util::stream::unfold(state, |mut s| async move {
         let verifier = s.verifier.as_mut()?;
-        let fail = |s: &mut State, e: Error| {
-            let message = e.to_string();
-            if let Some(tx) = s.tx.take() {
-                let _ = tx.send(Err(e));
-            }
-            s.verifier = None;
-            io::Error::new(io::ErrorKind::InvalidData, message)
-        };
-        match s.stream.next().await {
-            Some(Ok(chunk)) => match verifier.update(&chunk) {
-                Ok(()) => Some((Ok(chunk), s)),
-                Err(e) => {
-                    let err = fail(&mut s, e);
-                    Some((Err(err), s))
-                }
-            },
-            Some(Err(e)) => {
-                let yielded = io::Error::new(e.kind(), e.to_string());
-                let digest = verifier.expected().to_string();
-                s.verifier = None;
-                if let Some(tx) = s.tx.take() {
-                    let _ = tx.send(Err(Error::Stream { digest, source: e }));
-                }
-                Some((Err(yielded), s))
-            }
-            None => {
-                let verifier = s.verifier.take()?;
-                match verifier.finish() {
-                    Ok(()) => {
-                        if let Some(tx) = s.tx.take() {
-                            let _ = tx.send(Ok(()));
-                        }
-                        None
+        loop {
+            match s.stream.next().await {
+                Some(Ok(chunk)) if chunk.is_empty() => {}
+                Some(Ok(chunk)) => {
+                    if let Err(e) = verifier.update(&chunk) {
+                        return Some((Err(s.fail(e)), s));
                     }
-                    Err(e) => {
-                        let err = fail(&mut s, e);
-                        Some((Err(err), s))
+                    if let Some(previous) = s.held.replace(chunk) {
+                        return Some((Ok(previous), s));
                     }
+                }
+                Some(Err(e)) => {
+                    let digest = verifier.expected().to_string();
+                    return Some((Err(s.fail(Error::Stream { digest, source: e })), s));
+                }
+                None => {
+                    let verifier = s.verifier.take()?;
+                    if let Err(e) = verifier.finish() {
+                        return Some((Err(s.fail(e)), s));
+                    }
+                    if let Some(tx) = s.tx.take() {
+                        let _ = tx.send(Ok(()));
+                    }
+                    // The last chunk goes out now; the next poll ends the stream.
+                    return s.held.take().map(|last| (Ok(last), s));
                 }
             }
         }
     });
     (Box::pin(checked), rx)
+}
+
+struct Lookahead {
+    stream: ByteStream,
+    verifier: Option<Verifier>,
+    held: Option<Bytes>,
+    tx: Option<tokio::sync::oneshot::Sender<Result<()>>>,
+}
+
+impl Lookahead {
+    /// Records the verdict and gives the HTTP body an error to break off with.
+    fn fail(&mut self, err: Error) -> io::Error {
+        let yielded = io::Error::new(io::ErrorKind::InvalidData, err.to_string());
+        self.verifier = None;
+        self.held = None;
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Err(err));
+        }
+        yielded
+    }
 }
 
 /// Records in the blob info cache that `digest` is at `location`.
@@ -437,5 +453,61 @@ pub(crate) async fn record_location(
     .await;
     if let Err(e) = result {
         tracing::debug!(error = %e, "could not record a blob location in the cache");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(parts: &[&'static [u8]]) -> ByteStream {
+        Box::pin(futures_util::stream::iter(
+            parts
+                .iter()
+                .map(|p| Ok(Bytes::from_static(p)))
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    async fn run(parts: &[&'static [u8]], expected: &[u8]) -> (Vec<io::Result<Bytes>>, Result<()>) {
+        let digest = hoist_registry::digest::sha256_of(expected);
+        let verifier = Verifier::new("blob", &digest, expected.len() as u64).unwrap();
+        let (stream, verdict) = verifying_stream(chunks(parts), verifier);
+        let items: Vec<_> = stream.collect().await;
+        (items, verdict.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_right_bytes_pass_through_whole() {
+        let (items, verdict) = run(&[b"ab", b"", b"cd", b"e"], b"abcde").await;
+        verdict.unwrap();
+        let got: Vec<u8> = items
+            .into_iter()
+            .flat_map(|i| i.unwrap().to_vec())
+            .collect();
+        assert_eq!(got, b"abcde");
+    }
+
+    #[tokio::test]
+    async fn the_last_chunk_of_wrong_bytes_never_leaves() {
+        let (items, verdict) = run(&[b"ab", b"cd", b"eX"], b"abcdef").await;
+        assert!(matches!(verdict, Err(Error::DigestMismatch { .. })));
+        let delivered: Vec<u8> = items
+            .iter()
+            .filter_map(|i| i.as_ref().ok())
+            .flat_map(|b| b.to_vec())
+            .collect();
+        assert_eq!(delivered, b"abcd", "the final chunk was held back");
+        assert!(
+            items.last().unwrap().is_err(),
+            "the stream ends in an error"
+        );
+    }
+
+    #[tokio::test]
+    async fn too_many_bytes_fail_before_the_excess_leaves() {
+        let (items, verdict) = run(&[b"abc", b"def"], b"abcd").await;
+        assert!(matches!(verdict, Err(Error::SizeMismatch { .. })));
+        assert!(items.iter().all(|i| i.is_err()), "nothing was delivered");
     }
 }

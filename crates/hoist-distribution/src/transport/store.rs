@@ -46,10 +46,17 @@ impl StoreSource {
                 .map_err(|e| Error::store(format!("resolve {name}"), e))
         })
         .await?;
-        let top = found.ok_or_else(|| Error::ImageNotFound {
-            location: format!("store:{reference}"),
-            names: Vec::new(),
-        })?;
+        let top = match (found, reference.digest()) {
+            (Some(top), _) => top,
+            // A reference by digest needs no name in the store, only the manifest.
+            (None, Some(digest)) => by_digest(&store, digest, &reference).await?,
+            (None, None) => {
+                return Err(Error::ImageNotFound {
+                    location: format!("store:{reference}"),
+                    names: Vec::new(),
+                });
+            }
+        };
         Ok(StoreSource {
             store,
             reference,
@@ -85,6 +92,38 @@ impl StoreSource {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The descriptor of manifest `digest` when the store holds it.
+async fn by_digest(store: &Store, digest: &Digest, reference: &ImageRef) -> Result<Descriptor> {
+    let content = store.content().clone();
+    let d = digest.clone();
+    let bytes = blocking("read a manifest", move || {
+        match content.read_verified(&d, MANIFEST_LIMIT) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(Error::store(format!("read manifest {d}"), e)),
+        }
+    })
+    .await?;
+    let location = format!("store:{reference}");
+    let bytes = bytes.ok_or_else(|| Error::ImageNotFound {
+        location: location.clone(),
+        names: Vec::new(),
+    })?;
+    let media_type = media_type_of(&bytes).ok_or_else(|| {
+        Error::malformed(
+            "manifest",
+            &location,
+            format!("{digest} declares no media type and has no known shape"),
+        )
+    })?;
+    DescriptorBuilder::default()
+        .media_type(MediaType::from(media_type.as_str()))
+        .digest(digest.clone())
+        .size(bytes.len() as u64)
+        .build()
+        .map_err(|e| Error::malformed("manifest descriptor", location, e))
 }
 
 impl ImageSource for StoreSource {
