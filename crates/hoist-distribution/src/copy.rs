@@ -11,26 +11,29 @@
 //! media types are refused, and so is a manifest the destination cannot store (an index into a
 //! docker archive), before any blob moves.
 //!
-//! Blobs (each distinct one once) are copied concurrently through `hoist-xfer`'s
-//! [`LayerUploadManager`]: at most [`CopyOptions::concurrency`] at a time, retried per
+//! Blobs (each distinct one once) are copied concurrently as transfers of `hoist-xfer`'s
+//! [`TransferManager`]: at most [`CopyOptions::concurrency`] at a time, retried per
 //! [`CopyOptions::retry`] when the failure is transient (corrupt data included: it is read again
-//! from the start), with progress per blob (`Already exists`, `Copying n/N`, `Retrying in Ns`).
+//! from the start; a registry's `Retry-After` is honoured), with progress per blob (`Waiting`,
+//! `Copying n/N`, `Retrying in Ns` with the cause, then `Copied` or `Already exists`).
 //! Before a blob moves, the destination is asked whether it can reuse it (present, or mounted
 //! from the source repository on the same registry). Manifests are then written bottom-up and the
 //! destination committed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use futures_util::future::try_join_all;
 use hoist_registry::ManifestKind;
 use hoist_store::Store;
 use hoist_xfer::{
-    BoxError, DiscardProgress, DoNotRetry, LayerUploadManager, Progress, RetryDecision,
-    RetryPolicy, SharedError, SharedProgress, UploadContext, UploadDescriptor, UploadError,
+    DiscardProgress, Progress, RetryDecision, RetryPolicy, SharedError, SharedProgress,
+    TransferContext, TransferError, TransferManager,
 };
 use oci_spec::image::Digest;
 
@@ -206,10 +209,7 @@ impl CopyError {
             CopyError::Transport(e) => Some(e),
             CopyError::Blob { source, .. } => {
                 let err: &(dyn std::error::Error + 'static) = &**source;
-                err.downcast_ref::<transport::Error>().or_else(|| {
-                    err.downcast_ref::<DoNotRetry>()
-                        .and_then(|d| d.inner().downcast_ref::<transport::Error>())
-                })
+                err.downcast_ref::<transport::Error>()
             }
             _ => None,
         }
@@ -504,28 +504,31 @@ struct Tally {
     bytes: AtomicU64,
 }
 
-/// One blob copy, as the transfer engine runs it.
+/// One blob copy, as a transfer of the engine runs it.
 struct BlobCopy {
     source: Arc<dyn ImageSource>,
     destination: Arc<dyn ImageDestination>,
     job: BlobJob,
     source_location: Option<RegistryLocation>,
     cache: Option<Store>,
-    destination_name: String,
     tally: Arc<Tally>,
 }
 
-/// Marks permanent errors so that the engine does not retry them.
-fn for_engine(err: transport::Error) -> BoxError {
-    if err.is_retryable() {
-        Box::new(err)
-    } else {
-        Box::new(DoNotRetry::new(err))
-    }
+/// Why a blob copy failed, shared by every watcher of its transfer.
+#[derive(Debug, Clone)]
+struct BlobFailure {
+    attempts: u32,
+    retryable: bool,
+    source: SharedError,
 }
 
 impl BlobCopy {
-    async fn run(&self, ctx: UploadContext) -> Result<BlobInfo, BoxError> {
+    fn id(&self) -> String {
+        self.job.info.short_id()
+    }
+
+    /// One attempt: reuse when the destination can, else stream the blob across.
+    async fn attempt(&self, ctx: &TransferContext) -> transport::Result<BlobInfo> {
         let info = &self.job.info;
         let reuse = ReuseOptions {
             can_substitute: false,
@@ -535,34 +538,26 @@ impl BlobCopy {
             empty_layer: false,
             layer_index: self.job.layer_index,
         };
-        if let Some(found) = self
-            .destination
-            .try_reusing_blob(info, &reuse)
-            .await
-            .map_err(for_engine)?
-        {
+        if let Some(found) = self.destination.try_reusing_blob(info, &reuse).await? {
             self.tally.reused.fetch_add(1, Ordering::Relaxed);
-            ctx.progress()
-                .update(Progress::new(ctx.id(), "Already exists"));
             self.record(&found.digest).await;
+            ctx.progress(Progress::new(self.id(), "Already exists"));
             return Ok(found);
         }
-        ctx.report("Copying", 0, Some(info.size));
-        let (stream, _) = self.source.get_blob(info).await.map_err(for_engine)?;
+        ctx.progress(Progress::new(self.id(), "Copying").with_bytes(0, Some(info.size)));
+        let (stream, _) = self.source.get_blob(info).await?;
         let put = PutOptions {
             cache: self.cache.clone(),
             is_config: self.job.is_config,
             empty_layer: false,
             layer_index: self.job.layer_index,
         };
-        let stored = self
-            .destination
-            .put_blob(reporting(stream, ctx.clone(), info.size), info, &put)
-            .await
-            .map_err(for_engine)?;
+        let stream = reporting(stream, ctx.clone(), self.id(), info.size);
+        let stored = self.destination.put_blob(stream, info, &put).await?;
         self.tally.copied.fetch_add(1, Ordering::Relaxed);
         self.tally.bytes.fetch_add(info.size, Ordering::Relaxed);
         self.record(&info.digest).await;
+        ctx.progress(Progress::new(self.id(), "Copied").with_bytes(info.size, Some(info.size)));
         Ok(stored)
     }
 
@@ -575,48 +570,98 @@ impl BlobCopy {
     }
 }
 
-impl UploadDescriptor for BlobCopy {
-    type Remote = BlobInfo;
+/// The longest `Retry-After` a registry may ask for before the copy gives up instead.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 
-    fn key(&self) -> String {
-        format!("{}|{}", self.destination_name, self.job.info.digest)
-    }
-
-    fn id(&self) -> String {
-        self.job.info.short_id()
-    }
-
-    fn upload(
-        &self,
-        ctx: UploadContext,
-    ) -> impl Future<Output = Result<BlobInfo, BoxError>> + Send {
-        self.run(ctx)
-    }
-
-    fn set_remote_descriptor(&self, remote: BlobInfo) {
-        // Manifests are copied verbatim, so what the destination stored is not written
-        // anywhere; it only matters for the log.
-        tracing::debug!(blob = %self.job.info.digest, stored = %remote.digest, "blob in place");
+/// Runs attempts until one succeeds, the error is permanent, the policy's attempts run out, or
+/// the transfer is cancelled. Between attempts it counts down in progress (`Retrying in 3s`,
+/// with the cause), without holding a concurrency slot.
+async fn run_blob(
+    job: Arc<BlobCopy>,
+    policy: RetryPolicy,
+    ctx: TransferContext,
+) -> Result<BlobInfo, TransferError<BlobFailure>> {
+    let id = job.id();
+    let max_attempts = policy.max_attempts().max(1);
+    let mut attempt = 1;
+    loop {
+        let outcome = tokio::select! {
+            biased;
+            () = ctx.cancelled() => return Err(TransferError::Cancelled),
+            outcome = job.attempt(&ctx) => outcome,
+        };
+        let err = match outcome {
+            Ok(stored) => return Ok(stored),
+            Err(e) => e,
+        };
+        let delay = if err.is_retryable() && attempt < max_attempts {
+            match policy.classify(&err) {
+                RetryDecision::DoNotRetry => None,
+                RetryDecision::RetryAfter(d) => Some(d),
+                _ => Some(err.retry_after().map_or_else(
+                    || policy.backoff(attempt),
+                    |d| d.max(policy.backoff(attempt)),
+                )),
+            }
+            .filter(|d| *d <= MAX_RETRY_AFTER)
+        } else {
+            None
+        };
+        let Some(delay) = delay else {
+            tracing::debug!(blob = %job.job.info.digest, attempt, error = %err, "giving up");
+            return Err(TransferError::Failed(BlobFailure {
+                attempts: attempt,
+                retryable: err.is_retryable(),
+                source: Arc::new(err),
+            }));
+        };
+        let cause = hoist_xfer::describe(&err);
+        tracing::debug!(blob = %job.job.info.digest, attempt, ?delay, error = %cause, "retrying");
+        if !ctx.inactive(count_down(&ctx, &id, delay, &cause)).await || ctx.is_cancelled() {
+            return Err(TransferError::Cancelled);
+        }
+        attempt += 1;
     }
 }
 
-/// Reports bytes as they pass, every 256 KiB and at the end.
-fn reporting(stream: ByteStream, ctx: UploadContext, total: u64) -> ByteStream {
+/// Waits `delay`, publishing the whole seconds left once a second. `false` if cancelled.
+async fn count_down(ctx: &TransferContext, id: &str, delay: Duration, cause: &str) -> bool {
+    let deadline = tokio::time::Instant::now() + delay;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        let seconds = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        ctx.progress(Progress::new(id, format!("Retrying in {seconds}s")).with_message(cause));
+        let next = deadline - Duration::from_secs(seconds - 1);
+        tokio::select! {
+            biased;
+            () = ctx.cancelled() => return false,
+            () = tokio::time::sleep_until(next) => {}
+        }
+    }
+}
+
+/// Reports bytes as they pass, every 256 KiB.
+fn reporting(stream: ByteStream, ctx: TransferContext, id: String, total: u64) -> ByteStream {
     const STEP: u64 = 256 << 10;
     let mut done = 0u64;
     let mut reported = 0u64;
     Box::pin(stream.map(move |item| {
         if let Ok(chunk) = &item {
             done += chunk.len() as u64;
-            if done - reported >= STEP || done == total {
+            if done - reported >= STEP {
                 reported = done;
-                ctx.report("Copying", done, Some(total));
+                ctx.progress(Progress::new(id.clone(), "Copying").with_bytes(done, Some(total)));
             }
         }
         item
     }))
 }
 
+/// Copies every planned blob, each once, at most `options.concurrency` at a time. The first
+/// failure ends the call (and, by dropping the other watchers, cancels the other copies).
 async fn copy_blobs(
     source: &Arc<dyn ImageSource>,
     destination: &Arc<dyn ImageDestination>,
@@ -624,52 +669,51 @@ async fn copy_blobs(
     options: &CopyOptions,
     tally: &Arc<Tally>,
 ) -> Result<(), CopyError> {
-    if plan.blobs.is_empty() {
-        return Ok(());
-    }
-    let manager: LayerUploadManager<BlobInfo> =
-        LayerUploadManager::new(options.concurrency).with_retry_policy(options.retry.clone());
-    let by_id: HashMap<String, String> = plan
-        .blobs
-        .iter()
-        .map(|j| (j.info.short_id(), j.info.digest.to_string()))
-        .collect();
+    let manager: TransferManager<BlobInfo, BlobFailure> = TransferManager::new(options.concurrency);
     let source_location = source.registry_location();
     let destination_name = destination.name();
-    let jobs = plan
+    let watchers: Vec<_> = plan
         .blobs
         .iter()
-        .map(|job| BlobCopy {
-            source: source.clone(),
-            destination: destination.clone(),
-            job: job.clone(),
-            source_location: source_location.clone(),
-            cache: options.cache.clone(),
-            destination_name: destination_name.clone(),
-            tally: tally.clone(),
+        .map(|job| {
+            let copy = Arc::new(BlobCopy {
+                source: source.clone(),
+                destination: destination.clone(),
+                job: job.clone(),
+                source_location: source_location.clone(),
+                cache: options.cache.clone(),
+                tally: tally.clone(),
+            });
+            let policy = options.retry.clone();
+            let key = format!("{destination_name}|{}", job.info.digest);
+            let (_, watcher) = manager.transfer(
+                key,
+                move |ctx| {
+                    ctx.set_waiting_progress(Progress::new(copy.id(), "Waiting"));
+                    run_blob(copy, policy, ctx)
+                },
+                Some(options.progress.clone()),
+            );
+            (job.info.digest.to_string(), watcher)
         })
         .collect();
-    manager
-        .upload(jobs, options.progress.clone())
-        .await
-        .map_err(|e| match e {
-            UploadError::Cancelled => CopyError::Cancelled,
-            UploadError::Failed {
-                id,
-                attempts,
-                retryable,
-                source,
-            } => CopyError::Blob {
-                digest: by_id.get(&id).cloned().unwrap_or(id),
-                attempts,
-                retryable,
-                source,
+    try_join_all(watchers.iter().map(|(digest, watcher)| async move {
+        watcher.wait().await.map_err(|e| match e {
+            TransferError::Cancelled => CopyError::Cancelled,
+            TransferError::Failed(f) => CopyError::Blob {
+                digest: digest.clone(),
+                attempts: f.attempts,
+                retryable: f.retryable,
+                source: f.source,
             },
-            UploadError::Panicked { message } => CopyError::Internal { message },
+            TransferError::Panicked { message } => CopyError::Internal { message },
             other => CopyError::Internal {
-                message: other.to_string(),
+                message: format!("{other:?}"),
             },
         })
+    }))
+    .await?;
+    Ok(())
 }
 
 /// Runs a manifest transfer, retrying transient failures per `policy`.
@@ -773,7 +817,7 @@ mod tests {
             location: "oci:/x".into(),
             digest: "sha256:00".into(),
         };
-        let shared: SharedError = Arc::from(for_engine(inner));
+        let shared: SharedError = Arc::new(inner);
         let err = CopyError::Blob {
             digest: "sha256:00".into(),
             attempts: 1,

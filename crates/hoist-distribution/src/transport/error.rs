@@ -327,6 +327,18 @@ impl Error {
         }
     }
 
+    /// The delay a registry asked for (`Retry-After` on `429` or `503`), if any.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Error::Registry { source, .. } => source.retry_after(),
+            Error::Stream { source, .. } => source
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<hoist_registry::Error>())
+                .and_then(hoist_registry::Error::retry_after),
+            _ => None,
+        }
+    }
+
     /// Whether this says the image, manifest or blob asked for does not exist.
     pub fn is_not_found(&self) -> bool {
         match self {
