@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use futures_util::future::try_join_all;
+use futures_util::future::{join_all, try_join_all};
 use hoist_registry::ManifestKind;
 use hoist_store::Store;
 use hoist_xfer::{
@@ -36,6 +36,7 @@ use hoist_xfer::{
     TransferContext, TransferError, TransferManager,
 };
 use oci_spec::image::Digest;
+use tokio_util::sync::CancellationToken;
 
 use crate::transport::manifest::{Descriptor, ImageManifest, IndexManifest};
 use crate::transport::stream::digest_like;
@@ -544,6 +545,12 @@ impl BlobCopy {
             ctx.progress(Progress::new(self.id(), "Already exists"));
             return Ok(found);
         }
+        if ctx.is_cancelled() {
+            return Err(transport::Error::Stream {
+                digest: info.digest.to_string(),
+                source: std::io::Error::other("copy cancelled"),
+            });
+        }
         ctx.progress(Progress::new(self.id(), "Copying").with_bytes(0, Some(info.size)));
         let (stream, _) = self.source.get_blob(info).await?;
         let put = PutOptions {
@@ -552,7 +559,10 @@ impl BlobCopy {
             empty_layer: false,
             layer_index: self.job.layer_index,
         };
-        let stream = reporting(stream, ctx.clone(), self.id(), info.size);
+        let stream = cancellable(
+            reporting(stream, ctx.clone(), self.id(), info.size),
+            ctx.cancellation_token().clone(),
+        );
         let stored = self.destination.put_blob(stream, info, &put).await?;
         self.tally.copied.fetch_add(1, Ordering::Relaxed);
         self.tally.bytes.fetch_add(info.size, Ordering::Relaxed);
@@ -585,13 +595,11 @@ async fn run_blob(
     let max_attempts = policy.max_attempts().max(1);
     let mut attempt = 1;
     loop {
-        let outcome = tokio::select! {
-            biased;
-            () = ctx.cancelled() => return Err(TransferError::Cancelled),
-            outcome = job.attempt(&ctx) => outcome,
-        };
-        let err = match outcome {
+        // The attempt is not dropped on cancellation: its stream fails instead (see
+        // `cancellable`), so that the destination removes what it wrote before this returns.
+        let err = match job.attempt(&ctx).await {
             Ok(stored) => return Ok(stored),
+            Err(_) if ctx.is_cancelled() => return Err(TransferError::Cancelled),
             Err(e) => e,
         };
         let delay = if err.is_retryable() && attempt < max_attempts {
@@ -643,6 +651,27 @@ async fn count_down(ctx: &TransferContext, id: &str, delay: Duration, cause: &st
     }
 }
 
+/// Ends `stream` with an error as soon as `token` fires, so that a destination writing it fails
+/// and cleans up (rather than being dropped mid-write).
+fn cancellable(stream: ByteStream, token: CancellationToken) -> ByteStream {
+    Box::pin(futures_util::stream::unfold(
+        (stream, token, false),
+        |(mut stream, token, ended)| async move {
+            if ended {
+                return None;
+            }
+            tokio::select! {
+                biased;
+                () = token.cancelled() => Some((
+                    Err(std::io::Error::other("copy cancelled")),
+                    (stream, token, true),
+                )),
+                item = stream.next() => item.map(|i| (i, (stream, token, false))),
+            }
+        },
+    ))
+}
+
 /// Reports bytes as they pass, every 256 KiB.
 fn reporting(stream: ByteStream, ctx: TransferContext, id: String, total: u64) -> ByteStream {
     const STEP: u64 = 256 << 10;
@@ -661,7 +690,7 @@ fn reporting(stream: ByteStream, ctx: TransferContext, id: String, total: u64) -
 }
 
 /// Copies every planned blob, each once, at most `options.concurrency` at a time. The first
-/// failure ends the call (and, by dropping the other watchers, cancels the other copies).
+/// failure cancels the other copies; the call returns once they have stopped.
 async fn copy_blobs(
     source: &Arc<dyn ImageSource>,
     destination: &Arc<dyn ImageDestination>,
@@ -672,7 +701,7 @@ async fn copy_blobs(
     let manager: TransferManager<BlobInfo, BlobFailure> = TransferManager::new(options.concurrency);
     let source_location = source.registry_location();
     let destination_name = destination.name();
-    let watchers: Vec<_> = plan
+    let entries: Vec<_> = plan
         .blobs
         .iter()
         .map(|job| {
@@ -686,7 +715,7 @@ async fn copy_blobs(
             });
             let policy = options.retry.clone();
             let key = format!("{destination_name}|{}", job.info.digest);
-            let (_, watcher) = manager.transfer(
+            let (transfer, watcher) = manager.transfer(
                 key,
                 move |ctx| {
                     ctx.set_waiting_progress(Progress::new(copy.id(), "Waiting"));
@@ -694,10 +723,10 @@ async fn copy_blobs(
                 },
                 Some(options.progress.clone()),
             );
-            (job.info.digest.to_string(), watcher)
+            (job.info.digest.to_string(), transfer, watcher)
         })
         .collect();
-    try_join_all(watchers.iter().map(|(digest, watcher)| async move {
+    let outcome = try_join_all(entries.iter().map(|(digest, _, watcher)| async move {
         watcher.wait().await.map_err(|e| match e {
             TransferError::Cancelled => CopyError::Cancelled,
             TransferError::Failed(f) => CopyError::Blob {
@@ -712,7 +741,19 @@ async fn copy_blobs(
             },
         })
     }))
-    .await?;
+    .await;
+    if let Err(e) = outcome {
+        // Cancel the other copies and wait until they have cleaned up after themselves.
+        let transfers: Vec<_> = entries
+            .into_iter()
+            .map(|(_, transfer, watcher)| {
+                drop(watcher);
+                transfer
+            })
+            .collect();
+        join_all(transfers.iter().map(|t| t.done())).await;
+        return Err(e);
+    }
     Ok(())
 }
 

@@ -193,28 +193,21 @@ impl ImageSource for StoreSource {
         Box::pin(async move {
             let content = self.store.content().clone();
             let d = info.digest.clone();
-            let size = blocking("stat a blob", move || {
+            let reader = blocking("open a blob", move || {
                 content
-                    .info(&d)
-                    .map(|i| i.size)
-                    .map_err(|e| Error::store(format!("stat blob {d}"), e))
+                    .reader_at(&d)
+                    .map_err(|e| Error::store(format!("open blob {d}"), e))
             })
             .await;
-            let size = match size {
-                Ok(s) => s,
+            let reader = match reader {
+                Ok(r) => r,
                 Err(e) if e.is_not_found() => return Err(self.not_found("blob", &info.digest)),
                 Err(e) => return Err(e),
             };
-            check_chunks(chunks, Some(size))
+            check_chunks(chunks, Some(reader.size()))
                 .map_err(|reason| Error::malformed("chunk list", self.name(), reason))?;
-            let path = self
-                .store
-                .root()
-                .join("blobs")
-                .join(info.digest.algorithm().as_ref())
-                .join(info.digest.digest());
-            let file = std::fs::File::open(&path).map_err(|e| Error::io("open", &path, e))?;
-            Ok(file_chunk_stream(file, path, chunks.to_vec()))
+            let label = std::path::PathBuf::from(format!("{} in {}", info.digest, self.name()));
+            Ok(file_chunk_stream(reader, label, chunks.to_vec()))
         })
     }
 }

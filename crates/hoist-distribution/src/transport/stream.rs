@@ -254,9 +254,31 @@ pub(crate) fn blocking_reader_stream<R: Read + Send + 'static>(mut reader: R) ->
     Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
 }
 
-/// Serves `chunks` of a blob from a file (sorted, not overlapping), read on a blocking thread.
-/// Chunks past the end of the file are an error, never short data.
-pub(crate) fn file_chunk_stream(file: File, path: PathBuf, chunks: Vec<BlobChunk>) -> ChunkStream {
+/// Positional reads, from a file or a store blob.
+pub(crate) trait ReadAt: Send + 'static {
+    /// Reads up to `buf.len()` bytes at `offset`; 0 at or past the end.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+}
+
+impl ReadAt for File {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        FileExt::read_at(self, buf, offset)
+    }
+}
+
+impl ReadAt for hoist_store::ReaderAt {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        hoist_store::ReaderAt::read_at(self, buf, offset)
+    }
+}
+
+/// Serves `chunks` of a blob (sorted, not overlapping) from `file`, read on a blocking thread;
+/// `path` names it in errors. Chunks past the end are an error, never short data.
+pub(crate) fn file_chunk_stream<R: ReadAt>(
+    file: R,
+    path: PathBuf,
+    chunks: Vec<BlobChunk>,
+) -> ChunkStream {
     let (tx, mut rx) = mpsc::channel::<Result<(usize, Bytes)>>(8);
     tokio::task::spawn_blocking(move || {
         for (index, chunk) in chunks.iter().enumerate() {

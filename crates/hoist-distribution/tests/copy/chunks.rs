@@ -1,4 +1,4 @@
-//! Discontiguous chunks of blobs, from sources that offer them.
+//! Discontiguous chunks of blobs, from every source that offers them.
 
 use futures_util::StreamExt;
 use hoist_distribution::copy::PlatformSelection;
@@ -25,7 +25,7 @@ async fn read_chunks(
 }
 
 #[tokio::test]
-async fn chunks_come_from_layouts_archives_and_registries() {
+async fn chunks_come_from_layouts_archives_registries_and_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let (layout, image) = simple_layout(&dir.path().join("src"));
     let layer = std::fs::read(layout.blob_path(&image.layers[1])).unwrap();
@@ -45,15 +45,18 @@ async fn chunks_come_from_layouts_archives_and_registries() {
         .collect();
 
     let registry = Registry::start().await.unwrap();
-    let ctx = registry_context();
+    let store = hoist_store::Store::open(dir.path().join("store")).unwrap();
+    let ctx = registry_context().with_store(store);
     let src = format!("oci:{}:v1", layout.root.display());
     let remote = format!("docker://{}/hoist/chunks:1", registry.host());
     let archive = format!("oci-archive:{}", dir.path().join("a.tar").display());
+    let stored = "store:example.com/hoist/chunks:1".to_owned();
     let opts = options(PlatformSelection::Current);
     copy_names(&src, &remote, &ctx, &opts).await.unwrap();
     copy_names(&src, &archive, &ctx, &opts).await.unwrap();
+    copy_names(&src, &stored, &ctx, &opts).await.unwrap();
 
-    for name in [src, remote, archive] {
+    for name in [src, remote, archive, stored] {
         let source = open_source(&ImageName::parse(&name).unwrap(), &ctx)
             .await
             .unwrap();
