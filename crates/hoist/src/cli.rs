@@ -57,6 +57,15 @@ pub enum Command {
     /// Log out of a registry (removes its stored credentials)
     #[command(after_help = "Example:\n  hoist logout 127.0.0.1:5000")]
     Logout(LogoutArgs),
+    /// Copy an image between registries, OCI layouts, archives and the local store
+    #[command(
+        after_help = "Transports: docker://REF, oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF],\n\
+store:REF (or a bare reference: the local store).\n\n\
+Examples:\n  hoist copy docker://127.0.0.1:5000/app:v1 oci:/tmp/app:v1\n  \
+hoist copy --all-platforms docker://src.example/app:v1 docker://dst.example/app:v1\n  \
+hoist copy oci:/tmp/app:v1 docker-archive:/tmp/app.tar:app:v1"
+    )]
+    Copy(CopyArgs),
     /// List the images in the local store
     #[command(after_help = "Examples:\n  hoist images\n  hoist images --json")]
     Images,
@@ -74,6 +83,24 @@ pub enum Command {
     /// Remove what no name and no running operation uses from the local store
     #[command(after_help = "Examples:\n  hoist gc\n  hoist gc --dry-run")]
     Gc(GcArgs),
+}
+
+/// `hoist copy`.
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Where the image comes from
+    pub source: String,
+    /// Where it goes
+    pub destination: String,
+    /// Copy every platform of a multi-platform image, and the index itself (digests preserved)
+    #[arg(long, conflicts_with = "platform")]
+    pub all_platforms: bool,
+    /// The platform to copy from a multi-platform image (os/arch[/variant]) [default: this machine]
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    /// Blobs copied at once
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub concurrency: usize,
 }
 
 /// `hoist tag`.

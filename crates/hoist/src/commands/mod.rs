@@ -1,5 +1,6 @@
 //! The commands, one module each, and what they share: the configuration and the registry client.
 
+mod copy;
 mod inspect;
 mod local;
 mod login;
@@ -20,6 +21,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(args) => inspect::run(&ctx, args).await,
         Command::Login(args) => login::login(&ctx, args).await,
         Command::Logout(args) => login::logout(&ctx, args).await,
+        Command::Copy(args) => copy::run(&ctx, args).await,
         Command::Images => local::images(&ctx).await,
         Command::Tag(args) => local::tag(&ctx, args).await,
         Command::Rm(args) => local::rm(&ctx, args).await,
