@@ -14,8 +14,9 @@ hoist=target/release/hoist
 echo "== building a sample image from local files"
 layout="$(mktemp -d)/demo-oci"
 scripts/demo-image.sh "$layout" >/dev/null
-skopeo copy -q --dest-tls-verify=false "oci:$layout:latest" "docker://$host/demo:latest"
-skopeo copy -q --dest-tls-verify=false "oci:$layout:latest" "docker://$host/demo:v1"
+echo "== hoist copy oci:$layout:latest docker://$host/demo:latest"
+"$hoist" copy "oci:$layout:latest" "docker://$host/demo:latest"
+"$hoist" -q copy "oci:$layout:latest" "docker://$host/demo:v1"
 
 echo "== hoist tags $host/demo"
 "$hoist" tags "$host/demo"

@@ -11,12 +11,14 @@
 //! - [`push()`]: local store -> registry, configured by [`PushConfig`]: layers skipped when present,
 //!   mounted from another repository when hoist knows one, else uploaded in resumable chunks;
 //!   then config and manifest, digests preserved.
+//! - [`copy`]: images between registries, OCI layouts and archives, Docker archives and the local
+//!   store, through the [`transport`]s.
 //!
 //! Progress goes to a [`hoist_xfer::ProgressOutput`] with Docker's per-layer actions: "Waiting",
 //! "Downloading", "Retrying in Ns: cause", "Verifying Checksum", "Extracting", "Download
 //! complete", "Pull complete", "Already exists", "Retrying" (a corrupt blob fetched again),
-//! "Preparing", "Pushing", "Mounted from REPO", "Layer already exists", "Pushed". Errors are [`Error`], each with a stable [`ErrorKind`] and
-//! [`Error::is_retryable`].
+//! "Preparing", "Pushing", "Mounted from REPO", "Layer already exists", "Pushed". Errors of pulls
+//! and pushes are [`Error`], each with a stable [`ErrorKind`] and [`Error::is_retryable`].
 //!
 //! Everything is async (tokio); the store's blocking work runs on blocking threads.
 
@@ -27,6 +29,7 @@
 
 mod blocking;
 pub mod config;
+pub mod copy;
 pub mod endpoint;
 pub mod error;
 mod fetch;
@@ -36,6 +39,7 @@ pub mod platform;
 pub mod pull;
 pub mod push;
 mod stream;
+pub mod transport;
 
 pub use config::{
     EventAction, EventLogger, ImageEvent, PullConfig, PushConfig, classify, retry_policy,

@@ -19,6 +19,9 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Debug, Args)]
 pub struct Global {
+    /// The local store's directory [default: $XDG_DATA_HOME/hoist, else ~/.local/share/hoist]
+    #[arg(long, global = true, env = "HOIST_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
     /// A TOML configuration file (insecure registries, extra CAs, client certificates)
     #[arg(long, global = true, env = "HOIST_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -54,6 +57,86 @@ pub enum Command {
     /// Log out of a registry (removes its stored credentials)
     #[command(after_help = "Example:\n  hoist logout 127.0.0.1:5000")]
     Logout(LogoutArgs),
+    /// Copy an image between registries, OCI layouts, archives and the local store
+    #[command(
+        after_help = "Transports: docker://REF, oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF],\n\
+store:REF (or a bare reference: the local store).\n\n\
+Examples:\n  hoist copy docker://127.0.0.1:5000/app:v1 oci:/tmp/app:v1\n  \
+hoist copy --all-platforms docker://src.example/app:v1 docker://dst.example/app:v1\n  \
+hoist copy oci:/tmp/app:v1 docker-archive:/tmp/app.tar:app:v1"
+    )]
+    Copy(CopyArgs),
+    /// List the images in the local store
+    #[command(after_help = "Examples:\n  hoist images\n  hoist images --json")]
+    Images,
+    /// Give an image in the local store another name
+    #[command(
+        after_help = "Example:\n  hoist tag 127.0.0.1:5000/app:v1 registry.example.com/team/app:v1"
+    )]
+    Tag(TagArgs),
+    /// Remove names from the local store (their content goes at the next gc)
+    #[command(after_help = "Examples:\n  hoist rm 127.0.0.1:5000/app:v1\n  hoist rm --gc alpine")]
+    Rm(RmArgs),
+    /// Check the local store: re-hash every blob, verify every layer, resolve every name
+    #[command(after_help = "Examples:\n  hoist fsck\n  hoist fsck --repair")]
+    Fsck(FsckArgs),
+    /// Remove what no name and no running operation uses from the local store
+    #[command(after_help = "Examples:\n  hoist gc\n  hoist gc --dry-run")]
+    Gc(GcArgs),
+}
+
+/// `hoist copy`.
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Where the image comes from
+    pub source: String,
+    /// Where it goes
+    pub destination: String,
+    /// Copy every platform of a multi-platform image, and the index itself (digests preserved)
+    #[arg(long, conflicts_with = "platform")]
+    pub all_platforms: bool,
+    /// The platform to copy from a multi-platform image (os/arch[/variant]) [default: this machine]
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    /// Blobs copied at once
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub concurrency: usize,
+}
+
+/// `hoist tag`.
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// An image in the store
+    pub source: String,
+    /// The new name
+    pub target: String,
+}
+
+/// `hoist rm`.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Names to remove
+    #[arg(required = true)]
+    pub references: Vec<String>,
+    /// Run gc afterwards to free the space
+    #[arg(long)]
+    pub gc: bool,
+}
+
+/// `hoist fsck`.
+#[derive(Debug, Args)]
+pub struct FsckArgs {
+    /// Remove what is corrupt, so that the next pull fetches it again
+    #[arg(long)]
+    pub repair: bool,
+}
+
+/// `hoist gc`.
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Show what would be removed, remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `hoist tags`.

@@ -22,9 +22,17 @@ pub const NETWORK: u8 = 4;
 /// Corrupt data.
 pub const CORRUPT: u8 = 5;
 
+/// Something the user named is not there (in the local store, say).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotFound(pub String);
+
 /// The exit code for an error, from the first typed error in its chain.
 pub fn code_for(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
+        if cause.downcast_ref::<NotFound>().is_some() {
+            return NOT_FOUND_OR_DENIED;
+        }
         if let Some(e) = cause.downcast_ref::<RegistryError>() {
             return registry_code(e);
         }

@@ -1,6 +1,8 @@
 //! The commands, one module each, and what they share: the configuration and the registry client.
 
+mod copy;
 mod inspect;
+mod local;
 mod login;
 mod tags;
 
@@ -19,6 +21,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(args) => inspect::run(&ctx, args).await,
         Command::Login(args) => login::login(&ctx, args).await,
         Command::Logout(args) => login::logout(&ctx, args).await,
+        Command::Copy(args) => copy::run(&ctx, args).await,
+        Command::Images => local::images(&ctx).await,
+        Command::Tag(args) => local::tag(&ctx, args).await,
+        Command::Rm(args) => local::rm(&ctx, args).await,
+        Command::Fsck(args) => local::fsck(&ctx, args).await,
+        Command::Gc(args) => local::gc(&ctx, args).await,
     }
 }
 
@@ -30,6 +38,8 @@ pub struct Context {
     pub json: bool,
     /// Quiet output.
     pub quiet: bool,
+    /// The store's directory.
+    pub root: std::path::PathBuf,
 }
 
 impl Context {
@@ -38,11 +48,21 @@ impl Context {
             Some(path) => Config::load(path)?,
             None => Config::default(),
         };
+        let root = match &global.root {
+            Some(r) => r.clone(),
+            None => default_root()?,
+        };
         Ok(Context {
             config,
             json: global.json,
             quiet: global.quiet,
+            root,
         })
+    }
+
+    /// The local store (opened, or created if missing).
+    pub fn store(&self) -> anyhow::Result<hoist_store::Store> {
+        local::open_store(&self.root)
     }
 
     /// A registry client configured from the config file, with Docker's and podman's credentials.
@@ -75,6 +95,17 @@ impl Context {
             .with_context(|| format!("cannot reach registry {host}"))?;
         Ok(client.repository(endpoint, reference.repository()))
     }
+}
+
+/// `$XDG_DATA_HOME/hoist`, else `$HOME/.local/share/hoist`.
+fn default_root() -> anyhow::Result<std::path::PathBuf> {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return Ok(std::path::PathBuf::from(d).join("hoist"));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .context("neither XDG_DATA_HOME nor HOME is set: give --root")?;
+    Ok(std::path::PathBuf::from(home).join(".local/share/hoist"))
 }
 
 /// Parses a reference given on the command line.

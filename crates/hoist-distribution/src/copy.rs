@@ -1,0 +1,874 @@
+//! Copying an image from any [`ImageSource`] to any [`ImageDestination`].
+//!
+//! [`copy`] reads the top manifest and decides what to write:
+//! * an image manifest: its config and layers, then the manifest;
+//! * an index (or Docker manifest list) with [`PlatformSelection::All`]: every image it lists
+//!   (nested indexes too), then the index itself, unchanged;
+//! * an index with one platform: only the matching image (exact matches first, then compatible
+//!   ARM variants, then entries without a platform), written as the image's top manifest.
+//!
+//! Manifests are copied byte for byte, so every digest is preserved. Docker schema 1 and unknown
+//! media types are refused, and so is a manifest the destination cannot store (an index into a
+//! docker archive), before any blob moves.
+//!
+//! Blobs (each distinct one once) are copied concurrently as transfers of `hoist-xfer`'s
+//! [`TransferManager`]: at most [`CopyOptions::concurrency`] at a time, retried per
+//! [`CopyOptions::retry`] when the failure is transient (corrupt data included: it is read again
+//! from the start; a registry's `Retry-After` is honoured), with progress per blob (`Waiting`,
+//! `Copying n/N`, `Retrying in Ns` with the cause, then `Copied` or `Already exists`).
+//! Before a blob moves, the destination is asked whether it can reuse it (present, or mounted
+//! from the source repository on the same registry). Manifests are then written bottom-up and the
+//! destination committed.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::future::{join_all, try_join_all};
+use hoist_registry::ManifestKind;
+use hoist_store::Store;
+use hoist_xfer::{
+    DiscardProgress, Progress, RetryDecision, RetryPolicy, SharedError, SharedProgress,
+    TransferContext, TransferError, TransferManager,
+};
+use oci_spec::image::Digest;
+use tokio_util::sync::CancellationToken;
+
+use crate::transport::manifest::{Descriptor, ImageManifest, IndexManifest};
+use crate::transport::stream::digest_like;
+use crate::transport::{
+    self, BlobInfo, BoxFuture, ByteStream, ImageDestination, ImageSource, Platform, PutOptions,
+    RegistryLocation, ReuseOptions,
+};
+
+/// How deep indexes may nest.
+const MAX_INDEX_DEPTH: usize = 8;
+
+/// Which images of an index to copy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PlatformSelection {
+    /// The image for the platform this program runs on.
+    #[default]
+    Current,
+    /// The image for this platform.
+    One(Platform),
+    /// Every image, and the index itself.
+    All,
+}
+
+/// How to copy.
+#[derive(Clone)]
+pub struct CopyOptions {
+    /// Which images of an index to copy (single images are copied whatever this says).
+    pub platforms: PlatformSelection,
+    /// Blobs copied at once (0 = no limit).
+    pub concurrency: usize,
+    /// How failed blob copies and manifest transfers are retried.
+    pub retry: RetryPolicy,
+    /// Where per-blob progress goes.
+    pub progress: SharedProgress,
+    /// The blob info cache (the local store): where blobs were seen, to mount from; the copy
+    /// records there the registry repositories it read blobs from and wrote them to.
+    pub cache: Option<Store>,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        CopyOptions {
+            platforms: PlatformSelection::Current,
+            concurrency: 4,
+            retry: RetryPolicy::default(),
+            progress: DiscardProgress::shared(),
+            cache: None,
+        }
+    }
+}
+
+impl fmt::Debug for CopyOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CopyOptions")
+            .field("platforms", &self.platforms)
+            .field("concurrency", &self.concurrency)
+            .field("retry", &self.retry)
+            .field("cache", &self.cache.as_ref().map(|s| s.root().to_owned()))
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a copy did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyReport {
+    /// The digest of the top manifest written (the index, or the one image copied).
+    pub manifest_digest: Digest,
+    /// Its media type.
+    pub media_type: String,
+    /// The image manifests copied (one per platform).
+    pub images: Vec<Digest>,
+    /// Manifests written, indexes included.
+    pub manifests_written: usize,
+    /// Blobs whose bytes were transferred.
+    pub blobs_copied: usize,
+    /// Blobs the destination already had (or mounted).
+    pub blobs_reused: usize,
+    /// Non-distributable blobs left out (foreign layers).
+    pub blobs_skipped: usize,
+    /// Bytes of the blobs transferred.
+    pub bytes_copied: u64,
+}
+
+/// Why a copy failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CopyError {
+    /// A source or destination operation failed.
+    #[error(transparent)]
+    Transport(#[from] transport::Error),
+
+    /// The image is Docker schema 1, which hoist does not copy.
+    #[error(
+        "{image} is a Docker schema 1 image: this format is deprecated and not supported; push it again with a current client to convert it"
+    )]
+    DeprecatedSchema1 {
+        /// The image.
+        image: String,
+    },
+
+    /// A manifest's media type is not one hoist knows.
+    #[error("{image}: unsupported manifest media type {media_type:?}")]
+    UnsupportedMediaType {
+        /// The image (and the manifest's digest, for children).
+        image: String,
+        /// The media type.
+        media_type: String,
+    },
+
+    /// A manifest cannot be used (not valid JSON of its type, or not what its index says).
+    #[error("invalid manifest {digest} of {image}: {reason}")]
+    InvalidManifest {
+        /// The image.
+        image: String,
+        /// The manifest's digest.
+        digest: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// An index has no image for the platform asked for.
+    #[error("{image} has no image for platform {wanted}; it has: {}", available.join(", "))]
+    NoMatchingPlatform {
+        /// The image.
+        image: String,
+        /// The platform asked for.
+        wanted: Platform,
+        /// The platforms the index lists.
+        available: Vec<String>,
+    },
+
+    /// A blob could not be copied; `source` is the last attempt's error.
+    #[error("copying blob {digest} failed after {attempts} attempt(s): {}", hoist_xfer::describe(&**source))]
+    Blob {
+        /// The blob.
+        digest: String,
+        /// Attempts made.
+        attempts: u32,
+        /// Whether the last error was transient (retries ran out).
+        retryable: bool,
+        /// The last error.
+        #[source]
+        source: SharedError,
+    },
+
+    /// The copy was cancelled.
+    #[error("copy cancelled")]
+    Cancelled,
+
+    /// The transfer engine failed (a panicking task).
+    #[error("copy failed: {message}")]
+    Internal {
+        /// What happened.
+        message: String,
+    },
+}
+
+impl CopyError {
+    /// Whether trying the copy again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            CopyError::Transport(e) => e.is_retryable(),
+            CopyError::Blob { retryable, .. } => *retryable,
+            _ => false,
+        }
+    }
+
+    /// The transport error behind this one, if any (for a failed blob, the last attempt's).
+    pub fn transport_error(&self) -> Option<&transport::Error> {
+        match self {
+            CopyError::Transport(e) => Some(e),
+            CopyError::Blob { source, .. } => {
+                let err: &(dyn std::error::Error + 'static) = &**source;
+                err.downcast_ref::<transport::Error>()
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A manifest read from the source.
+#[derive(Debug, Clone)]
+struct ManifestBlob {
+    bytes: Bytes,
+    media_type: String,
+    digest: Digest,
+}
+
+/// One blob to copy.
+#[derive(Debug, Clone)]
+struct BlobJob {
+    info: BlobInfo,
+    is_config: bool,
+    layer_index: Option<usize>,
+}
+
+/// Everything a copy writes, in order.
+#[derive(Debug, Default)]
+struct Plan {
+    blobs: Vec<BlobJob>,
+    seen: HashSet<Digest>,
+    skipped: usize,
+    /// Manifests under the top one, bottom-up.
+    children: Vec<ManifestBlob>,
+    images: Vec<Digest>,
+}
+
+/// Copies the image `source` names to `destination`. See the module documentation.
+pub async fn copy(
+    source: Arc<dyn ImageSource>,
+    destination: Arc<dyn ImageDestination>,
+    options: &CopyOptions,
+) -> Result<CopyReport, CopyError> {
+    let mut plan = Plan::default();
+    let (bytes, media_type) = with_retries(&options.retry, || source.get_manifest(None)).await?;
+    let top = ManifestBlob {
+        digest: hoist_registry::digest::sha256_of(&bytes),
+        bytes,
+        media_type,
+    };
+    let image = source.name();
+    let top = if classify(&top.media_type, &image)?.is_index() {
+        match &options.platforms {
+            PlatformSelection::All => {
+                add_index(&*source, &options.retry, &top, &mut plan, 0).await?;
+                top
+            }
+            PlatformSelection::One(p) => choose(&*source, &options.retry, top, p, 0).await?,
+            PlatformSelection::Current => {
+                choose(&*source, &options.retry, top, &Platform::current(), 0).await?
+            }
+        }
+    } else {
+        top
+    };
+    if !classify(&top.media_type, &image)?.is_index() {
+        add_image(&image, &top, &mut plan)?;
+    }
+    for m in plan.children.iter().chain(std::iter::once(&top)) {
+        if !destination.supports_manifest_type(&m.media_type) {
+            let index = ManifestKind::from_media_type(&m.media_type).is_some_and(|k| k.is_index());
+            return Err(transport::Error::UnsupportedManifest {
+                destination: destination.name(),
+                media_type: m.media_type.clone(),
+                hint: index.then_some("copy a single platform instead of all of them"),
+            }
+            .into());
+        }
+    }
+
+    let tally = Arc::new(Tally::default());
+    copy_blobs(&source, &destination, &plan, options, &tally).await?;
+
+    for child in &plan.children {
+        options
+            .progress
+            .update(Progress::new(short(&child.digest), "Writing manifest"));
+        with_retries(&options.retry, || {
+            destination.put_manifest(child.bytes.clone(), &child.media_type, Some(&child.digest))
+        })
+        .await?;
+    }
+    options
+        .progress
+        .update(Progress::new(short(&top.digest), "Writing manifest"));
+    with_retries(&options.retry, || {
+        destination.put_manifest(top.bytes.clone(), &top.media_type, None)
+    })
+    .await?;
+    destination.commit().await?;
+
+    Ok(CopyReport {
+        manifest_digest: top.digest,
+        media_type: top.media_type,
+        images: plan.images,
+        manifests_written: plan.children.len() + 1,
+        blobs_copied: tally.copied.load(Ordering::Relaxed),
+        blobs_reused: tally.reused.load(Ordering::Relaxed),
+        blobs_skipped: plan.skipped,
+        bytes_copied: tally.bytes.load(Ordering::Relaxed),
+    })
+}
+
+fn short(digest: &Digest) -> String {
+    digest.digest().chars().take(12).collect()
+}
+
+/// The manifest kind of `media_type`, refusing schema 1 and unknown types.
+fn classify(media_type: &str, image: &str) -> Result<ManifestKind, CopyError> {
+    match ManifestKind::from_media_type(media_type) {
+        None => Err(CopyError::UnsupportedMediaType {
+            image: image.to_owned(),
+            media_type: media_type.to_owned(),
+        }),
+        Some(ManifestKind::Schema1) => Err(CopyError::DeprecatedSchema1 {
+            image: image.to_owned(),
+        }),
+        Some(kind) => Ok(kind),
+    }
+}
+
+/// Fetches the manifest an index entry names and checks it is what the entry says.
+async fn fetch_child(
+    source: &dyn ImageSource,
+    retry: &RetryPolicy,
+    entry: &Descriptor,
+) -> Result<ManifestBlob, CopyError> {
+    let image = source.name();
+    let (bytes, returned_type) =
+        with_retries(retry, || source.get_manifest(Some(&entry.digest))).await?;
+    let invalid = |reason: String| CopyError::InvalidManifest {
+        image: image.clone(),
+        digest: entry.digest.to_string(),
+        reason,
+    };
+    let actual = digest_like(&entry.digest, &bytes)?;
+    if actual != entry.digest.as_ref() {
+        return Err(invalid(format!("its bytes hash to {actual}")));
+    }
+    if bytes.len() as u64 != entry.size {
+        return Err(invalid(format!(
+            "it has {} bytes, the index says {}",
+            bytes.len(),
+            entry.size
+        )));
+    }
+    let media_type = if entry.media_type.is_empty() {
+        returned_type
+    } else {
+        entry.media_type.clone()
+    };
+    Ok(ManifestBlob {
+        bytes,
+        media_type,
+        digest: entry.digest.clone(),
+    })
+}
+
+/// Adds every image of index `index` (recursively), children before their index.
+fn add_index<'a>(
+    source: &'a dyn ImageSource,
+    retry: &'a RetryPolicy,
+    index: &'a ManifestBlob,
+    plan: &'a mut Plan,
+    depth: usize,
+) -> BoxFuture<'a, Result<(), CopyError>> {
+    Box::pin(async move {
+        let image = source.name();
+        let parsed = parse_index(&image, index, depth)?;
+        for entry in &parsed.manifests {
+            let child = fetch_child(source, retry, entry).await?;
+            let what = format!("{image}@{}", child.digest);
+            if classify(&child.media_type, &what)?.is_index() {
+                add_index(source, retry, &child, plan, depth + 1).await?;
+            } else {
+                add_image(&what, &child, plan)?;
+            }
+            plan.children.push(child);
+        }
+        Ok(())
+    })
+}
+
+fn parse_index(
+    image: &str,
+    index: &ManifestBlob,
+    depth: usize,
+) -> Result<IndexManifest, CopyError> {
+    let invalid = |reason: String| CopyError::InvalidManifest {
+        image: image.to_owned(),
+        digest: index.digest.to_string(),
+        reason,
+    };
+    if depth >= MAX_INDEX_DEPTH {
+        return Err(invalid(format!(
+            "indexes nest more than {MAX_INDEX_DEPTH} deep"
+        )));
+    }
+    IndexManifest::parse(&index.bytes).map_err(invalid)
+}
+
+/// The image of `index` for `wanted`, descending into nested indexes.
+fn choose<'a>(
+    source: &'a dyn ImageSource,
+    retry: &'a RetryPolicy,
+    index: ManifestBlob,
+    wanted: &'a Platform,
+    depth: usize,
+) -> BoxFuture<'a, Result<ManifestBlob, CopyError>> {
+    Box::pin(async move {
+        let image = source.name();
+        let parsed = parse_index(&image, &index, depth)?;
+        let platform_of = |d: &Descriptor| d.platform.as_ref().map(|p| p.platform());
+        let entry = parsed
+            .manifests
+            .iter()
+            .find(|d| platform_of(d).is_some_and(|p| wanted.matches_exactly(&p)))
+            .or_else(|| {
+                parsed
+                    .manifests
+                    .iter()
+                    .find(|d| platform_of(d).is_some_and(|p| wanted.is_compatible(&p)))
+            })
+            .or_else(|| parsed.manifests.iter().find(|d| d.platform.is_none()));
+        let Some(entry) = entry else {
+            return Err(CopyError::NoMatchingPlatform {
+                image,
+                wanted: wanted.clone(),
+                available: parsed
+                    .manifests
+                    .iter()
+                    .filter_map(|d| platform_of(d).map(|p| p.to_string()))
+                    .collect(),
+            });
+        };
+        let child = fetch_child(source, retry, entry).await?;
+        let what = format!("{image}@{}", child.digest);
+        if classify(&child.media_type, &what)?.is_index() {
+            choose(source, retry, child, wanted, depth + 1).await
+        } else {
+            Ok(child)
+        }
+    })
+}
+
+/// Adds the config and layers of image manifest `manifest`.
+fn add_image(image: &str, manifest: &ManifestBlob, plan: &mut Plan) -> Result<(), CopyError> {
+    let parsed =
+        ImageManifest::parse(&manifest.bytes).map_err(|reason| CopyError::InvalidManifest {
+            image: image.to_owned(),
+            digest: manifest.digest.to_string(),
+            reason,
+        })?;
+    plan.images.push(manifest.digest.clone());
+    let config = std::iter::once((&parsed.config, true, None));
+    let layers = parsed
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l, false, Some(i)));
+    for (descriptor, is_config, layer_index) in config.chain(layers) {
+        if descriptor.is_foreign() {
+            plan.skipped += 1;
+            continue;
+        }
+        if plan.seen.insert(descriptor.digest.clone()) {
+            plan.blobs.push(BlobJob {
+                info: BlobInfo::new(
+                    descriptor.digest.clone(),
+                    descriptor.size,
+                    descriptor.media_type.clone(),
+                ),
+                is_config,
+                layer_index,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Counts what the blob copies did.
+#[derive(Debug, Default)]
+struct Tally {
+    copied: AtomicUsize,
+    reused: AtomicUsize,
+    bytes: AtomicU64,
+}
+
+/// One blob copy, as a transfer of the engine runs it.
+struct BlobCopy {
+    source: Arc<dyn ImageSource>,
+    destination: Arc<dyn ImageDestination>,
+    job: BlobJob,
+    source_location: Option<RegistryLocation>,
+    cache: Option<Store>,
+    tally: Arc<Tally>,
+}
+
+/// Why a blob copy failed, shared by every watcher of its transfer.
+#[derive(Debug, Clone)]
+struct BlobFailure {
+    attempts: u32,
+    retryable: bool,
+    source: SharedError,
+}
+
+impl BlobCopy {
+    fn id(&self) -> String {
+        self.job.info.short_id()
+    }
+
+    /// One attempt: reuse when the destination can, else stream the blob across.
+    async fn attempt(&self, ctx: &TransferContext) -> transport::Result<BlobInfo> {
+        let info = &self.job.info;
+        let reuse = ReuseOptions {
+            can_substitute: false,
+            source: self.source_location.clone(),
+            cache: self.cache.clone(),
+            is_config: self.job.is_config,
+            empty_layer: false,
+            layer_index: self.job.layer_index,
+        };
+        if let Some(found) = self.destination.try_reusing_blob(info, &reuse).await? {
+            self.tally.reused.fetch_add(1, Ordering::Relaxed);
+            self.record(&found.digest).await;
+            ctx.progress(Progress::new(self.id(), "Already exists"));
+            return Ok(found);
+        }
+        if ctx.is_cancelled() {
+            return Err(transport::Error::Stream {
+                digest: info.digest.to_string(),
+                source: std::io::Error::other("copy cancelled"),
+            });
+        }
+        ctx.progress(Progress::new(self.id(), "Copying").with_bytes(0, Some(info.size)));
+        let (stream, _) = self.source.get_blob(info).await?;
+        let put = PutOptions {
+            cache: self.cache.clone(),
+            is_config: self.job.is_config,
+            empty_layer: false,
+            layer_index: self.job.layer_index,
+        };
+        let stream = cancellable(
+            reporting(stream, ctx.clone(), self.id(), info.size),
+            ctx.cancellation_token().clone(),
+        );
+        let stored = self.destination.put_blob(stream, info, &put).await?;
+        self.tally.copied.fetch_add(1, Ordering::Relaxed);
+        self.tally.bytes.fetch_add(info.size, Ordering::Relaxed);
+        self.record(&info.digest).await;
+        ctx.progress(Progress::new(self.id(), "Copied").with_bytes(info.size, Some(info.size)));
+        Ok(stored)
+    }
+
+    /// Records in the blob info cache that the source repository holds the blob (destinations
+    /// record where they put it themselves).
+    async fn record(&self, digest: &Digest) {
+        if let (Some(cache), Some(location)) = (&self.cache, &self.source_location) {
+            transport::record_location(cache, digest, location).await;
+        }
+    }
+}
+
+/// The longest `Retry-After` a registry may ask for before the copy gives up instead.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+
+/// Runs attempts until one succeeds, the error is permanent, the policy's attempts run out, or
+/// the transfer is cancelled. Between attempts it counts down in progress (`Retrying in 3s`,
+/// with the cause), without holding a concurrency slot.
+async fn run_blob(
+    job: Arc<BlobCopy>,
+    policy: RetryPolicy,
+    ctx: TransferContext,
+) -> Result<BlobInfo, TransferError<BlobFailure>> {
+    let id = job.id();
+    let max_attempts = policy.max_attempts().max(1);
+    let mut attempt = 1;
+    loop {
+        // The attempt is not dropped on cancellation: its stream fails instead (see
+        // `cancellable`), so that the destination removes what it wrote before this returns.
+        let err = match job.attempt(&ctx).await {
+            Ok(stored) => return Ok(stored),
+            Err(_) if ctx.is_cancelled() => return Err(TransferError::Cancelled),
+            Err(e) => e,
+        };
+        let delay = if err.is_retryable() && attempt < max_attempts {
+            match policy.classify(&err) {
+                RetryDecision::DoNotRetry => None,
+                RetryDecision::RetryAfter(d) => Some(d),
+                _ => Some(err.retry_after().map_or_else(
+                    || policy.backoff(attempt),
+                    |d| d.max(policy.backoff(attempt)),
+                )),
+            }
+            .filter(|d| *d <= MAX_RETRY_AFTER)
+        } else {
+            None
+        };
+        let Some(delay) = delay else {
+            tracing::debug!(blob = %job.job.info.digest, attempt, error = %err, "giving up");
+            return Err(TransferError::Failed(BlobFailure {
+                attempts: attempt,
+                retryable: err.is_retryable(),
+                source: Arc::new(err),
+            }));
+        };
+        let cause = hoist_xfer::describe(&err);
+        tracing::debug!(blob = %job.job.info.digest, attempt, ?delay, error = %cause, "retrying");
+        if !ctx.inactive(count_down(&ctx, &id, delay, &cause)).await || ctx.is_cancelled() {
+            return Err(TransferError::Cancelled);
+        }
+        attempt += 1;
+    }
+}
+
+/// Waits `delay`, publishing the whole seconds left once a second. `false` if cancelled.
+async fn count_down(ctx: &TransferContext, id: &str, delay: Duration, cause: &str) -> bool {
+    let deadline = tokio::time::Instant::now() + delay;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        let seconds = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        ctx.progress(Progress::new(id, format!("Retrying in {seconds}s")).with_message(cause));
+        let next = deadline - Duration::from_secs(seconds - 1);
+        tokio::select! {
+            biased;
+            () = ctx.cancelled() => return false,
+            () = tokio::time::sleep_until(next) => {}
+        }
+    }
+}
+
+/// Ends `stream` with an error as soon as `token` fires, so that a destination writing it fails
+/// and cleans up (rather than being dropped mid-write).
+fn cancellable(stream: ByteStream, token: CancellationToken) -> ByteStream {
+    Box::pin(futures_util::stream::unfold(
+        (stream, token, false),
+        |(mut stream, token, ended)| async move {
+            if ended {
+                return None;
+            }
+            tokio::select! {
+                biased;
+                () = token.cancelled() => Some((
+                    Err(std::io::Error::other("copy cancelled")),
+                    (stream, token, true),
+                )),
+                item = stream.next() => item.map(|i| (i, (stream, token, false))),
+            }
+        },
+    ))
+}
+
+/// Reports bytes as they pass, every 256 KiB.
+fn reporting(stream: ByteStream, ctx: TransferContext, id: String, total: u64) -> ByteStream {
+    const STEP: u64 = 256 << 10;
+    let mut done = 0u64;
+    let mut reported = 0u64;
+    Box::pin(stream.map(move |item| {
+        if let Ok(chunk) = &item {
+            done += chunk.len() as u64;
+            if done - reported >= STEP {
+                reported = done;
+                ctx.progress(Progress::new(id.clone(), "Copying").with_bytes(done, Some(total)));
+            }
+        }
+        item
+    }))
+}
+
+/// Copies every planned blob, each once, at most `options.concurrency` at a time. The first
+/// failure cancels the other copies; the call returns once they have stopped.
+async fn copy_blobs(
+    source: &Arc<dyn ImageSource>,
+    destination: &Arc<dyn ImageDestination>,
+    plan: &Plan,
+    options: &CopyOptions,
+    tally: &Arc<Tally>,
+) -> Result<(), CopyError> {
+    let manager: TransferManager<BlobInfo, BlobFailure> = TransferManager::new(options.concurrency);
+    let source_location = source.registry_location();
+    let destination_name = destination.name();
+    let entries: Vec<_> = plan
+        .blobs
+        .iter()
+        .map(|job| {
+            let copy = Arc::new(BlobCopy {
+                source: source.clone(),
+                destination: destination.clone(),
+                job: job.clone(),
+                source_location: source_location.clone(),
+                cache: options.cache.clone(),
+                tally: tally.clone(),
+            });
+            let policy = options.retry.clone();
+            let key = format!("{destination_name}|{}", job.info.digest);
+            let (transfer, watcher) = manager.transfer(
+                key,
+                move |ctx| {
+                    ctx.set_waiting_progress(Progress::new(copy.id(), "Waiting"));
+                    run_blob(copy, policy, ctx)
+                },
+                Some(options.progress.clone()),
+            );
+            (job.info.digest.to_string(), transfer, watcher)
+        })
+        .collect();
+    let outcome = try_join_all(entries.iter().map(|(digest, _, watcher)| async move {
+        watcher.wait().await.map_err(|e| match e {
+            TransferError::Cancelled => CopyError::Cancelled,
+            TransferError::Failed(f) => CopyError::Blob {
+                digest: digest.clone(),
+                attempts: f.attempts,
+                retryable: f.retryable,
+                source: f.source,
+            },
+            TransferError::Panicked { message } => CopyError::Internal { message },
+            other => CopyError::Internal {
+                message: format!("{other:?}"),
+            },
+        })
+    }))
+    .await;
+    if let Err(e) = outcome {
+        // Cancel the other copies and wait until they have cleaned up after themselves.
+        let transfers: Vec<_> = entries
+            .into_iter()
+            .map(|(_, transfer, watcher)| {
+                drop(watcher);
+                transfer
+            })
+            .collect();
+        join_all(transfers.iter().map(|t| t.done())).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Runs a manifest transfer, retrying transient failures per `policy`.
+async fn with_retries<'a, T, F>(policy: &RetryPolicy, mut op: F) -> Result<T, transport::Error>
+where
+    F: FnMut() -> BoxFuture<'a, transport::Result<T>>,
+{
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_retryable() && attempt < policy.max_attempts() => {
+                let delay = match policy.classify(&e) {
+                    RetryDecision::DoNotRetry => return Err(e),
+                    RetryDecision::RetryAfter(d) => d,
+                    _ => policy.backoff(attempt),
+                };
+                tracing::debug!(attempt, ?delay, error = %e, "retrying");
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema1_and_unknown_types_are_typed_errors() {
+        assert!(matches!(
+            classify(hoist_registry::manifest::DOCKER_SCHEMA1_SIGNED, "x"),
+            Err(CopyError::DeprecatedSchema1 { .. })
+        ));
+        assert!(matches!(
+            classify("application/json", "x"),
+            Err(CopyError::UnsupportedMediaType { .. })
+        ));
+        assert!(
+            classify(transport::manifest::OCI_INDEX, "x")
+                .unwrap()
+                .is_index()
+        );
+    }
+
+    #[test]
+    fn blobs_shared_by_images_are_planned_once_and_foreign_layers_skipped() {
+        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let manifest = |config: char, layers: &[char]| {
+            let layers: Vec<_> = layers
+                .iter()
+                .map(|l| serde_json::json!({"mediaType": transport::manifest::OCI_LAYER_GZIP, "digest": d(*l), "size": 3}))
+                .collect();
+            let bytes = serde_json::to_vec(&serde_json::json!({
+                "schemaVersion": 2,
+                "config": {"mediaType": transport::manifest::OCI_CONFIG, "digest": d(config), "size": 2},
+                "layers": layers,
+            }))
+            .unwrap();
+            ManifestBlob {
+                digest: hoist_registry::digest::sha256_of(&bytes),
+                bytes: Bytes::from(bytes),
+                media_type: transport::manifest::OCI_MANIFEST.into(),
+            }
+        };
+        let mut plan = Plan::default();
+        add_image("x", &manifest('a', &['b', 'c']), &mut plan).unwrap();
+        add_image("x", &manifest('d', &['b', 'e']), &mut plan).unwrap();
+        let digests: Vec<String> = plan
+            .blobs
+            .iter()
+            .map(|j| j.info.digest.to_string())
+            .collect();
+        assert_eq!(digests, vec![d('a'), d('b'), d('c'), d('d'), d('e')]);
+        assert!(plan.blobs[0].is_config && !plan.blobs[1].is_config);
+        assert_eq!(plan.blobs[2].layer_index, Some(1));
+
+        let foreign = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "config": {"mediaType": transport::manifest::DOCKER_CONFIG, "digest": d('f'), "size": 2},
+            "layers": [{"mediaType": transport::manifest::DOCKER_LAYER_FOREIGN, "digest": d('0'), "size": 9,
+                        "urls": ["https://example.invalid/layer"]}],
+        }))
+        .unwrap();
+        let m = ManifestBlob {
+            digest: hoist_registry::digest::sha256_of(&foreign),
+            bytes: Bytes::from(foreign),
+            media_type: transport::manifest::DOCKER_MANIFEST.into(),
+        };
+        let mut plan = Plan::default();
+        add_image("x", &m, &mut plan).unwrap();
+        assert_eq!(plan.blobs.len(), 1);
+        assert_eq!(plan.skipped, 1);
+    }
+
+    #[test]
+    fn copy_error_exposes_the_transport_error_behind_a_blob_failure() {
+        let inner = transport::Error::BlobNotFound {
+            location: "oci:/x".into(),
+            digest: "sha256:00".into(),
+        };
+        let shared: SharedError = Arc::new(inner);
+        let err = CopyError::Blob {
+            digest: "sha256:00".into(),
+            attempts: 1,
+            retryable: false,
+            source: shared,
+        };
+        assert!(matches!(
+            err.transport_error(),
+            Some(transport::Error::BlobNotFound { .. })
+        ));
+        assert!(err.to_string().contains("not found"), "{err}");
+    }
+}

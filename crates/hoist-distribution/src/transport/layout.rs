@@ -1,0 +1,512 @@
+//! OCI image layouts on disk: reading one written by any tool (`oci-layout`, `index.json`,
+//! `blobs/<algorithm>/<hex>`), and writing one safely.
+//!
+//! Writes are crash-safe: a blob goes to a temporary file in the layout root, is verified
+//! against its digest and size while it streams, fsynced, and renamed into `blobs/` (the
+//! directory fsynced too), so `blobs/` never holds a partial or wrong blob. `index.json` is
+//! replaced atomically the same way; unknown fields and other tools' entries are kept.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use oci_spec::image::Digest;
+use serde_json::{Map, Value};
+use tempfile::NamedTempFile;
+
+use super::BlobInfo;
+use super::error::{Error, Result};
+use super::manifest::{Descriptor, OCI_INDEX};
+use super::stream::{BlobSink, Verifier, hasher_for, verify_bytes};
+
+/// The annotation naming an image in `index.json`.
+pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
+
+const LAYOUT_FILE: &str = "oci-layout";
+const INDEX_FILE: &str = "index.json";
+const LAYOUT_VERSION: &str = "1.0.0";
+
+/// Where blob `digest` lives under `root`. Only algorithms hoist verifies are accepted, which
+/// also guarantees the path stays inside `blobs/` (their hex is checked by the digest parser).
+pub(crate) fn blob_path(root: &Path, digest: &Digest) -> Result<PathBuf> {
+    hasher_for(digest)?;
+    Ok(root
+        .join("blobs")
+        .join(digest.algorithm().as_ref())
+        .join(digest.digest()))
+}
+
+/// fsyncs a directory, so that a rename into it survives a crash.
+pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+/// Replaces `path` with `bytes` atomically (temporary file, fsync, rename, fsync directory).
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".hoist-tmp-")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io("create a temporary file in", dir, e))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(|e| Error::io("write", tmp.path().to_owned(), e))?;
+    tmp.persist(path)
+        .map_err(|e| Error::io("rename into place", path, e.error))?;
+    fsync_dir(dir)
+}
+
+/// An OCI layout being read.
+#[derive(Debug, Clone)]
+pub(crate) struct LayoutReader {
+    root: PathBuf,
+    location: String,
+}
+
+impl LayoutReader {
+    /// Opens the layout at `root`; `location` names it in errors (`oci:/path`).
+    pub fn open(root: &Path, location: &str) -> Result<LayoutReader> {
+        let marker = root.join(LAYOUT_FILE);
+        let bytes = match fs::read(&marker) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::ImageNotFound {
+                    location: location.to_owned(),
+                    names: Vec::new(),
+                });
+            }
+            Err(e) => return Err(Error::io("read", marker, e)),
+        };
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::malformed("oci-layout", location, e))?;
+        match value.get("imageLayoutVersion").and_then(Value::as_str) {
+            Some(v) if v.starts_with("1.") => {}
+            other => {
+                return Err(Error::malformed(
+                    "oci-layout",
+                    location,
+                    format!("unsupported imageLayoutVersion {other:?} (hoist reads 1.x)"),
+                ));
+            }
+        }
+        Ok(LayoutReader {
+            root: root.to_owned(),
+            location: location.to_owned(),
+        })
+    }
+
+    /// The entries of `index.json`.
+    pub fn entries(&self) -> Result<Vec<Descriptor>> {
+        #[derive(serde::Deserialize)]
+        struct Index {
+            #[serde(default)]
+            manifests: Vec<Descriptor>,
+        }
+        let path = self.root.join(INDEX_FILE);
+        let bytes = fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+        let index: Index = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::malformed("index.json", &self.location, e))?;
+        Ok(index.manifests)
+    }
+
+    /// The entry for image `name`, or the only entry when no name is given.
+    pub fn select(&self, name: Option<&str>) -> Result<Descriptor> {
+        let entries = self.entries()?;
+        let names: Vec<String> = entries
+            .iter()
+            .filter_map(|d| d.annotations.get(REF_NAME_ANNOTATION).cloned())
+            .collect();
+        match name {
+            Some(name) => {
+                let mut found = entries.into_iter().filter(|d| {
+                    d.annotations.get(REF_NAME_ANNOTATION).map(String::as_str) == Some(name)
+                });
+                match (found.next(), found.next()) {
+                    (Some(d), None) => Ok(d),
+                    (Some(a), Some(b)) if a.digest == b.digest => Ok(a),
+                    (Some(_), Some(_)) => Err(Error::malformed(
+                        "index.json",
+                        &self.location,
+                        format!("several different images are named {name:?}"),
+                    )),
+                    (None, _) => Err(Error::ImageNotFound {
+                        location: format!("{}:{name}", self.location),
+                        names,
+                    }),
+                }
+            }
+            None => match entries.len() {
+                1 => Ok(entries
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| Error::malformed("index.json", &self.location, "no entries"))?),
+                0 => Err(Error::ImageNotFound {
+                    location: self.location.clone(),
+                    names,
+                }),
+                count => Err(Error::AmbiguousImage {
+                    location: self.location.clone(),
+                    count,
+                    names: if names.is_empty() {
+                        entries.iter().map(|d| d.digest.to_string()).collect()
+                    } else {
+                        names
+                    },
+                }),
+            },
+        }
+    }
+
+    /// The path of a blob.
+    pub fn blob_path(&self, digest: &Digest) -> Result<PathBuf> {
+        blob_path(&self.root, digest)
+    }
+
+    /// Reads a small blob (a manifest) whole, refusing more than `limit` bytes, verified.
+    /// A missing blob is `None`.
+    pub async fn read_small(
+        &self,
+        what: &'static str,
+        digest: &Digest,
+        limit: u64,
+    ) -> Result<Option<Bytes>> {
+        let path = self.blob_path(digest)?;
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("open", path, e)),
+        };
+        let mut buf = Vec::new();
+        use tokio::io::AsyncReadExt;
+        file.take(limit + 1)
+            .read_to_end(&mut buf)
+            .await
+            .map_err(|e| Error::io("read", &path, e))?;
+        if buf.len() as u64 > limit {
+            return Err(Error::TooLarge {
+                what,
+                digest: digest.to_string(),
+                location: self.location.clone(),
+                limit,
+            });
+        }
+        verify_bytes(
+            &format!("{what} {digest} in {}", self.location),
+            digest,
+            &buf,
+        )?;
+        Ok(Some(Bytes::from(buf)))
+    }
+}
+
+/// An OCI layout being written.
+#[derive(Debug, Clone)]
+pub(crate) struct LayoutWriter {
+    root: PathBuf,
+    location: String,
+}
+
+impl LayoutWriter {
+    /// Opens the layout at `root` for writing, creating it (and the directory) if needed. An
+    /// existing layout keeps its images.
+    pub fn create(root: &Path, location: &str) -> Result<LayoutWriter> {
+        fs::create_dir_all(root.join("blobs").join("sha256"))
+            .map_err(|e| Error::io("create directory", root.join("blobs"), e))?;
+        let marker = root.join(LAYOUT_FILE);
+        if marker.exists() {
+            LayoutReader::open(root, location)?;
+        } else {
+            write_atomic(
+                &marker,
+                format!("{{\"imageLayoutVersion\":\"{LAYOUT_VERSION}\"}}").as_bytes(),
+            )?;
+        }
+        let index = root.join(INDEX_FILE);
+        if !index.exists() {
+            let empty = serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "manifests": [],
+            });
+            write_atomic(&index, empty.to_string().as_bytes())?;
+        }
+        Ok(LayoutWriter {
+            root: root.to_owned(),
+            location: location.to_owned(),
+        })
+    }
+
+    /// Whether the layout holds blob `digest` with `size` bytes.
+    pub fn has_blob(&self, digest: &Digest, size: u64) -> Result<bool> {
+        let path = blob_path(&self.root, digest)?;
+        match fs::metadata(&path) {
+            Ok(m) => Ok(m.is_file() && m.len() == size),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io("stat", path, e)),
+        }
+    }
+
+    /// A sink writing blob `info` into the layout.
+    pub fn blob_sink(&self, info: &BlobInfo) -> Result<FileBlobSink> {
+        let target = blob_path(&self.root, &info.digest)?;
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
+        }
+        FileBlobSink::new(
+            &self.root,
+            target,
+            Verifier::new(
+                format!("blob {} written to {}", info.digest, self.location),
+                &info.digest,
+                info.size,
+            )?,
+        )
+    }
+
+    /// Writes a small blob held in memory (a manifest), verified against `digest`.
+    pub fn put_small(&self, digest: &Digest, bytes: &[u8]) -> Result<()> {
+        verify_bytes(&format!("manifest {digest}"), digest, bytes)?;
+        if self.has_blob(digest, bytes.len() as u64)? {
+            return Ok(());
+        }
+        let mut sink = self.blob_sink(&BlobInfo::new(
+            digest.clone(),
+            bytes.len() as u64,
+            String::new(),
+        ))?;
+        sink.write(bytes)?;
+        sink.finish()
+    }
+
+    /// Adds `descriptor` to `index.json` under `name`, replacing any entry of that name (or,
+    /// without a name, any unnamed entry of the same digest). Other entries and fields are kept.
+    pub fn add_to_index(&self, descriptor: &Descriptor, name: Option<&str>) -> Result<()> {
+        let path = self.root.join(INDEX_FILE);
+        let bytes = fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+        let mut index: Map<String, Value> = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::malformed("index.json", &self.location, e))?;
+        let mut entry = descriptor.clone();
+        entry.platform = None;
+        if let Some(name) = name {
+            entry
+                .annotations
+                .insert(REF_NAME_ANNOTATION.to_owned(), name.to_owned());
+        }
+        let entry = serde_json::to_value(&entry)
+            .map_err(|e| Error::malformed("index.json", &self.location, e))?;
+        let digest = descriptor.digest.to_string();
+        let manifests = index
+            .entry("manifests")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        let Value::Array(list) = manifests else {
+            return Err(Error::malformed(
+                "index.json",
+                &self.location,
+                "\"manifests\" is not an array",
+            ));
+        };
+        list.retain(|existing| {
+            let existing_name = existing
+                .get("annotations")
+                .and_then(|a| a.get(REF_NAME_ANNOTATION))
+                .and_then(Value::as_str);
+            match name {
+                Some(name) => existing_name != Some(name),
+                None => {
+                    existing_name.is_some()
+                        || existing.get("digest").and_then(Value::as_str) != Some(&digest)
+                }
+            }
+        });
+        list.push(entry);
+        index
+            .entry("schemaVersion")
+            .or_insert_with(|| Value::from(2));
+        let bytes = serde_json::to_vec(&Value::Object(index))
+            .map_err(|e| Error::malformed("index.json", &self.location, e))?;
+        write_atomic(&path, &bytes)
+    }
+}
+
+/// Writes one blob into a temporary file next to its target, verifying it on the way, and
+/// renames it into place only once it is complete and correct.
+pub(crate) struct FileBlobSink {
+    tmp: NamedTempFile,
+    target: PathBuf,
+    verifier: Verifier,
+}
+
+impl FileBlobSink {
+    /// A sink for `target`, with its temporary file in `tmp_dir` (same filesystem).
+    pub fn new(tmp_dir: &Path, target: PathBuf, verifier: Verifier) -> Result<FileBlobSink> {
+        let tmp = tempfile::Builder::new()
+            .prefix(".hoist-blob-")
+            .tempfile_in(tmp_dir)
+            .map_err(|e| Error::io("create a temporary file in", tmp_dir, e))?;
+        Ok(FileBlobSink {
+            tmp,
+            target,
+            verifier,
+        })
+    }
+}
+
+impl BlobSink for FileBlobSink {
+    type Output = ();
+
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.verifier.update(data)?;
+        let path = self.tmp.path().to_owned();
+        self.tmp
+            .as_file_mut()
+            .write_all(data)
+            .map_err(|e| Error::io("write", path, e))
+    }
+
+    fn finish(self) -> Result<()> {
+        self.verifier.finish()?;
+        let path = self.tmp.path().to_owned();
+        self.tmp
+            .as_file()
+            .sync_all()
+            .map_err(|e| Error::io("fsync", path, e))?;
+        self.tmp
+            .persist(&self.target)
+            .map_err(|e| Error::io("rename into place", &self.target, e.error))?;
+        match self.target.parent() {
+            Some(dir) => fsync_dir(dir),
+            None => Ok(()),
+        }
+    }
+
+    fn abort(self) {
+        // Dropping the temporary file removes it.
+        drop(self.tmp);
+    }
+}
+
+/// Reads up to `limit` bytes of a file (a small file in an archive).
+pub(crate) fn read_file_capped(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let mut buf = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io("read", path, e))?;
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::manifest::OCI_MANIFEST;
+    use crate::transport::stream::digest_like;
+
+    fn sha256(data: &[u8]) -> Digest {
+        let probe: Digest = format!("sha256:{}", "0".repeat(64)).parse().unwrap();
+        digest_like(&probe, data).unwrap().parse().unwrap()
+    }
+
+    fn descriptor(data: &[u8]) -> Descriptor {
+        Descriptor {
+            media_type: OCI_MANIFEST.into(),
+            digest: sha256(data),
+            size: data.len() as u64,
+            urls: Vec::new(),
+            platform: None,
+            annotations: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_new_layout_reads_back_what_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = LayoutWriter::create(dir.path(), "oci:test").unwrap();
+        let m = br#"{"schemaVersion":2}"#;
+        let d = descriptor(m);
+        w.put_small(&d.digest, m).unwrap();
+        w.add_to_index(&d, Some("v1")).unwrap();
+
+        let r = LayoutReader::open(dir.path(), "oci:test").unwrap();
+        assert_eq!(r.select(Some("v1")).unwrap().digest, d.digest);
+        assert_eq!(r.select(None).unwrap().digest, d.digest);
+        let err = r.select(Some("v2")).unwrap_err();
+        assert!(matches!(err, Error::ImageNotFound { ref names, .. } if names == &["v1"]));
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with(".hoist"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn naming_an_image_again_replaces_only_that_entry_and_keeps_unknown_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("oci-layout"),
+            r#"{"imageLayoutVersion":"1.0.0"}"#,
+        )
+        .unwrap();
+        let other = descriptor(b"other");
+        fs::write(
+            dir.path().join("index.json"),
+            serde_json::json!({"schemaVersion":2,"x-extra":true,"manifests":[
+                {"mediaType": OCI_MANIFEST, "digest": other.digest.to_string(), "size": 5,
+                 "annotations": {REF_NAME_ANNOTATION: "keep"}}]})
+            .to_string(),
+        )
+        .unwrap();
+        let w = LayoutWriter::create(dir.path(), "oci:test").unwrap();
+        w.add_to_index(&descriptor(b"one"), Some("v1")).unwrap();
+        w.add_to_index(&descriptor(b"two"), Some("v1")).unwrap();
+        let r = LayoutReader::open(dir.path(), "oci:test").unwrap();
+        let entries = r.entries().unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(r.select(Some("v1")).unwrap().digest, sha256(b"two"));
+        assert_eq!(r.select(Some("keep")).unwrap().digest, other.digest);
+        let raw: Value =
+            serde_json::from_slice(&fs::read(dir.path().join("index.json")).unwrap()).unwrap();
+        assert_eq!(raw["x-extra"], Value::Bool(true));
+        assert!(matches!(
+            r.select(None),
+            Err(Error::AmbiguousImage { count: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn a_blob_with_the_wrong_content_never_reaches_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = LayoutWriter::create(dir.path(), "oci:test").unwrap();
+        let info = BlobInfo::new(sha256(b"right"), 5, String::new());
+        let mut sink = w.blob_sink(&info).unwrap();
+        sink.write(b"wrong").unwrap();
+        assert!(matches!(sink.finish(), Err(Error::DigestMismatch { .. })));
+        assert!(!w.has_blob(&info.digest, 5).unwrap());
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names.len(),
+            3,
+            "only oci-layout, index.json, blobs: {names:?}"
+        );
+    }
+
+    #[test]
+    fn another_layout_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("oci-layout"),
+            r#"{"imageLayoutVersion":"2.0.0"}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            LayoutReader::open(dir.path(), "oci:x"),
+            Err(Error::Malformed { .. })
+        ));
+    }
+}
