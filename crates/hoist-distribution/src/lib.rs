@@ -40,6 +40,7 @@ pub mod pull;
 pub mod push;
 mod stream;
 pub mod transport;
+pub mod unpack;
 
 pub use config::{
     EventAction, EventLogger, ImageEvent, PullConfig, PushConfig, classify, retry_policy,

@@ -39,6 +39,17 @@ pub struct Global {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Pull an image from a registry into the local store, its layers unpacked and ready
+    #[command(
+        after_help = "Examples:\n  hoist pull 127.0.0.1:5000/app:v1\n  hoist pull --platform linux/arm64 alpine:3.20\n  \
+hoist pull --all-tags 127.0.0.1:5000/app\n  hoist pull --no-unpack --json 127.0.0.1:5000/app@sha256:…"
+    )]
+    Pull(PullArgs),
+    /// Push an image from the local store to its registry
+    #[command(
+        after_help = "Examples:\n  hoist push 127.0.0.1:5000/app:v1\n  hoist tag 127.0.0.1:5000/app:v1 127.0.0.1:6000/app:v1 && hoist push 127.0.0.1:6000/app:v1"
+    )]
+    Push(PushArgs),
     /// List the tags of a repository
     #[command(
         after_help = "Examples:\n  hoist tags 127.0.0.1:5000/library/alpine\n  hoist tags --json docker.io/library/busybox"
@@ -66,6 +77,11 @@ hoist copy --all-platforms docker://src.example/app:v1 docker://dst.example/app:
 hoist copy oci:/tmp/app:v1 docker-archive:/tmp/app.tar:app:v1"
     )]
     Copy(CopyArgs),
+    /// Write an image's flattened file tree into a directory (DIR is created, or must be empty)
+    #[command(
+        after_help = "Examples:\n  hoist unpack 127.0.0.1:5000/app:v1 /tmp/rootfs\n  hoist unpack --platform linux/arm64 alpine:3.20 /tmp/alpine-arm64"
+    )]
+    Unpack(UnpackArgs),
     /// List the images in the local store
     #[command(after_help = "Examples:\n  hoist images\n  hoist images --json")]
     Images,
@@ -85,6 +101,32 @@ hoist copy oci:/tmp/app:v1 docker-archive:/tmp/app.tar:app:v1"
     Gc(GcArgs),
 }
 
+/// `hoist pull`.
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// The image (`registry/name:tag`, `…@sha256:…`; `alpine` means docker.io/library/alpine:latest)
+    pub reference: String,
+    /// The platform to pull from a multi-platform image (os/arch[/variant]) [default: this machine]
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    /// Pull every tag of the repository
+    #[arg(short = 'a', long)]
+    pub all_tags: bool,
+    /// Only fetch and verify the blobs; layers are unpacked on first use
+    #[arg(long)]
+    pub no_unpack: bool,
+}
+
+/// `hoist push`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The image in the local store (its name says where it goes)
+    pub reference: String,
+    /// The platform to push when the name holds a multi-platform image [default: this machine]
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+}
+
 /// `hoist copy`.
 #[derive(Debug, Args)]
 pub struct CopyArgs {
@@ -101,6 +143,18 @@ pub struct CopyArgs {
     /// Blobs copied at once
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub concurrency: usize,
+}
+
+/// `hoist unpack`.
+#[derive(Debug, Args)]
+pub struct UnpackArgs {
+    /// The image in the local store
+    pub reference: String,
+    /// The directory to write
+    pub dir: PathBuf,
+    /// The platform, when the name holds a multi-platform image [default: this machine]
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
 }
 
 /// `hoist tag`.

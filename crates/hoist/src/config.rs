@@ -1,6 +1,15 @@
-//! The configuration file (`--config FILE`, TOML): transport security per registry.
+//! The configuration file (`--config FILE`, TOML): mirrors and transport security per registry,
+//! transfer settings.
 //!
 //! ```toml
+//! [transfers]
+//! concurrent_downloads = 3
+//! concurrent_uploads = 5
+//! max_attempts = 5
+//!
+//! [registries."docker.io"]
+//! mirrors = ["127.0.0.1:5001"]
+//!
 //! [registries."registry.internal:5000"]
 //! insecure = true
 //! ca_file = "/etc/hoist/internal-ca.pem"
@@ -18,15 +27,56 @@ use serde::Deserialize;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Transfer settings.
+    #[serde(default)]
+    pub transfers: Transfers,
     /// Settings per registry host (`host[:port]`, `docker.io` for Docker Hub).
     #[serde(default)]
     pub registries: BTreeMap<String, Registry>,
+}
+
+/// Transfer settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transfers {
+    /// Layers downloaded at once.
+    #[serde(default = "default_downloads")]
+    pub concurrent_downloads: usize,
+    /// Layers uploaded at once.
+    #[serde(default = "default_uploads")]
+    pub concurrent_uploads: usize,
+    /// Attempts per layer before giving up.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+}
+
+impl Default for Transfers {
+    fn default() -> Self {
+        Transfers {
+            concurrent_downloads: default_downloads(),
+            concurrent_uploads: default_uploads(),
+            max_attempts: default_attempts(),
+        }
+    }
+}
+
+fn default_downloads() -> usize {
+    3
+}
+fn default_uploads() -> usize {
+    5
+}
+fn default_attempts() -> u32 {
+    5
 }
 
 /// Settings for one registry.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Registry {
+    /// Mirrors tried before the registry itself when pulling, in order (`host[:port]`).
+    #[serde(default)]
+    pub mirrors: Vec<String>,
     /// Allow plain HTTP and unverified TLS.
     #[serde(default)]
     pub insecure: bool,
@@ -50,6 +100,17 @@ impl Config {
     pub fn parse(text: &str) -> anyhow::Result<Config> {
         let cfg: Config = toml::from_str(text)?;
         Ok(cfg)
+    }
+
+    /// The mirrors of every registry.
+    pub fn mirrors(&self) -> hoist_distribution::Registries {
+        let mut r = hoist_distribution::Registries::new();
+        for (host, reg) in &self.registries {
+            for m in &reg.mirrors {
+                r.add_mirror(host, m);
+            }
+        }
+        r
     }
 
     /// Transport settings for the registry client, per host.
@@ -82,7 +143,10 @@ mod tests {
     fn full_config_parses() {
         let c = Config::parse(
             r#"
+            [transfers]
+            concurrent_downloads = 6
             [registries."docker.io"]
+            mirrors = ["127.0.0.1:5001"]
             [registries."r:5000"]
             insecure = true
             ca_file = "/ca.pem"
@@ -92,6 +156,9 @@ mod tests {
         )
         .unwrap();
         assert!(c.registries["r:5000"].insecure);
+        assert_eq!(c.transfers.concurrent_downloads, 6);
+        assert_eq!(c.transfers.max_attempts, 5);
+        assert_eq!(c.registries["docker.io"].mirrors, vec!["127.0.0.1:5001"]);
         let hosts = c.host_configs();
         assert_eq!(hosts.len(), 2);
         let (_, r) = hosts.iter().find(|(h, _)| h == "r:5000").unwrap();

@@ -33,8 +33,20 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<NotFound>().is_some() {
             return NOT_FOUND_OR_DENIED;
         }
+        if let Some(e) = cause.downcast_ref::<hoist_distribution::Error>() {
+            return distribution_code(e);
+        }
         if let Some(e) = cause.downcast_ref::<RegistryError>() {
             return registry_code(e);
+        }
+        if cause
+            .downcast_ref::<hoist_distribution::transport::NameError>()
+            .is_some()
+            || cause
+                .downcast_ref::<hoist_distribution::transport::PlatformError>()
+                .is_some()
+        {
+            return USAGE;
         }
         if cause
             .downcast_ref::<hoist_registry::reference::ReferenceError>()
@@ -44,6 +56,20 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         }
     }
     FAILURE
+}
+
+fn distribution_code(e: &hoist_distribution::Error) -> u8 {
+    use hoist_distribution::ErrorKind;
+    if let Some(r) = e.registry_error() {
+        return registry_code(r);
+    }
+    match e.kind() {
+        ErrorKind::InvalidInput | ErrorKind::Unsupported => USAGE,
+        ErrorKind::NotFoundOrDenied => NOT_FOUND_OR_DENIED,
+        ErrorKind::Network => NETWORK,
+        ErrorKind::Corrupt => CORRUPT,
+        _ => FAILURE,
+    }
 }
 
 fn registry_code(e: &RegistryError) -> u8 {

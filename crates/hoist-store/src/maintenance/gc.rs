@@ -18,7 +18,7 @@ use oci_spec::image::Digest;
 use crate::content::sweep_ingests;
 use crate::digests;
 use crate::durable;
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::graph;
 use crate::lock::{Mode, Wait};
 use crate::metadata::{LabelSubject, LeaseResource};
@@ -195,15 +195,48 @@ pub(crate) fn run(store: &Store, options: &GcOptions) -> Result<GcReport> {
             }
         }
         if layers_safe {
-            for chain_id in layers.layer_ids()? {
-                if keep.contains(&chain_id) {
-                    continue;
+            // Everything not kept goes; a kept layer keeps its parents (ChainIDs of every prefix
+            // are kept), so the set to remove holds the children of all its members. Children
+            // must go before their parents: remove in passes, deferring a layer that still has
+            // a child, until a pass removes nothing.
+            let mut pending: Vec<Digest> = layers
+                .layer_ids()?
+                .into_iter()
+                .filter(|c| !keep.contains(c))
+                .collect();
+            if options.dry_run {
+                report.removed_layers.append(&mut pending);
+            }
+            while !pending.is_empty() {
+                let mut deferred = Vec::new();
+                let mut last_error = None;
+                let mut removed = 0;
+                for chain_id in pending {
+                    match layers.remove_layer(&chain_id) {
+                        Ok(()) => {
+                            removed += 1;
+                            metadata.remove_labels(&LabelSubject::Layer(chain_id.clone()))?;
+                            report.removed_layers.push(chain_id);
+                        }
+                        Err(StoreError::Layer(
+                            e @ crate::layer::LayerError::HasChildren { .. },
+                        )) => {
+                            last_error = Some(e);
+                            deferred.push(chain_id);
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
-                if !options.dry_run {
-                    layers.remove_layer(&chain_id)?;
-                    metadata.remove_labels(&LabelSubject::Layer(chain_id.clone()))?;
+                if removed == 0 {
+                    // No progress: a child that is kept (leased) holds them.
+                    if let Some(e) = last_error {
+                        report
+                            .warnings
+                            .push(format!("{} layer(s) kept: {e}", deferred.len()));
+                    }
+                    break;
                 }
-                report.removed_layers.push(chain_id);
+                pending = deferred;
             }
         }
     }

@@ -63,6 +63,25 @@ pub async fn images(ctx: &Context) -> anyhow::Result<()> {
     .await
 }
 
+pub async fn unpack(ctx: &Context, args: crate::cli::UnpackArgs) -> anyhow::Result<()> {
+    let name = parse_reference(&args.reference)?.to_string();
+    let platform = match &args.platform {
+        Some(p) => hoist_distribution::Platform::parse(p)?,
+        None => hoist_distribution::Platform::host(),
+    };
+    let store = ctx.store()?;
+    let quiet = ctx.quiet;
+    blocking(move || {
+        hoist_distribution::unpack::unpack(&store, &name, &platform, &args.dir)
+            .with_context(|| format!("cannot unpack {name} into {}", args.dir.display()))?;
+        if !quiet {
+            println!("Unpacked {name} into {}", args.dir.display());
+        }
+        Ok(())
+    })
+    .await
+}
+
 pub async fn tag(ctx: &Context, args: TagArgs) -> anyhow::Result<()> {
     let source = parse_reference(&args.source)?.to_string();
     let target = parse_reference(&args.target)?;

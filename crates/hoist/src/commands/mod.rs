@@ -4,6 +4,7 @@ mod copy;
 mod inspect;
 mod local;
 mod login;
+mod pull;
 mod tags;
 
 use anyhow::Context as _;
@@ -17,11 +18,14 @@ use hoist_registry::{ImageRef, RegistryClient, Repository};
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let ctx = Context::new(&cli.global)?;
     match cli.command {
+        Command::Pull(args) => pull::pull(&ctx, args).await,
+        Command::Push(args) => pull::push(&ctx, args).await,
         Command::Tags(args) => tags::run(&ctx, args).await,
         Command::Inspect(args) => inspect::run(&ctx, args).await,
         Command::Login(args) => login::login(&ctx, args).await,
         Command::Logout(args) => login::logout(&ctx, args).await,
         Command::Copy(args) => copy::run(&ctx, args).await,
+        Command::Unpack(args) => local::unpack(&ctx, args).await,
         Command::Images => local::images(&ctx).await,
         Command::Tag(args) => local::tag(&ctx, args).await,
         Command::Rm(args) => local::rm(&ctx, args).await,

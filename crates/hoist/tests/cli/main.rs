@@ -6,6 +6,8 @@ use std::process::{Command, Output, Stdio};
 
 use hoist_test_support::Registry;
 
+mod pull;
+
 /// Runs `hoist ARGS` with Docker's config directory set to `docker_config`.
 fn hoist(docker_config: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     use std::io::Write;

@@ -1,0 +1,230 @@
+//! `pull`, `push`, `unpack`, `images`, `tag`, `rm`, `fsck`, `gc` through the binary.
+
+use std::io::Write;
+
+use crate::*;
+use hoist_registry::{Endpoint, RegistryClient, Scheme};
+
+/// A gzip layer holding `files` (path, content), deterministic.
+fn layer(files: &[(&str, &str)]) -> (bytes::Bytes, String) {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (path, content) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(content.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_cksum();
+        tar.append_data(&mut h, path, content.as_bytes()).unwrap();
+    }
+    let tar = tar.into_inner().unwrap();
+    let diff_id = hoist_registry::digest::sha256_of(&tar).to_string();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    gz.write_all(&tar).unwrap();
+    (bytes::Bytes::from(gz.finish().unwrap()), diff_id)
+}
+
+/// Pushes a two-layer image with real file content as `repo:tag`.
+async fn seed_image(registry: &Registry, repo: &str, tag: &str) -> String {
+    let client = RegistryClient::builder().build().unwrap();
+    let r = client.repository(Endpoint::new(registry.host(), Scheme::Http), repo);
+    let layers = [
+        layer(&[
+            ("etc/greeting", "hello\n"),
+            ("usr/share/doc/readme", "base layer\n"),
+        ]),
+        layer(&[
+            ("etc/greeting", "hello, world\n"),
+            ("app/run.sh", "#!/bin/sh\necho run\n"),
+        ]),
+    ];
+    let mut descs = Vec::new();
+    let mut diff_ids = Vec::new();
+    for (blob, diff_id) in &layers {
+        let d = hoist_registry::digest::sha256_of(blob);
+        r.push_blob_bytes(&d, blob.clone()).await.unwrap();
+        descs.push(format!(
+            r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{d}","size":{}}}"#,
+            blob.len()
+        ));
+        diff_ids.push(format!("\"{diff_id}\""));
+    }
+    let arch = hoist_distribution::Platform::host();
+    let config = bytes::Bytes::from(format!(
+        r#"{{"architecture":"{}","os":"linux","created":"2024-05-06T07:08:09Z","rootfs":{{"type":"layers","diff_ids":[{}]}}}}"#,
+        arch.architecture,
+        diff_ids.join(",")
+    ));
+    let config_d = hoist_registry::digest::sha256_of(&config);
+    r.push_blob_bytes(&config_d, config.clone()).await.unwrap();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_d}","size":{}}},"layers":[{}]}}"#,
+        config.len(),
+        descs.join(",")
+    );
+    r.put_manifest(tag, hoist_registry::manifest::OCI_MANIFEST, manifest.into())
+        .await
+        .unwrap()
+        .to_string()
+}
+
+fn run(home: &Path, root: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["--root", root.to_str().unwrap()];
+    all.extend_from_slice(args);
+    hoist(home, &all, None)
+}
+
+#[tokio::test]
+async fn pull_unpack_tag_push_and_clean_up_work_from_the_command_line() {
+    let registry = Registry::start().await.unwrap();
+    let digest = seed_image(&registry, "cli/pull", "v1").await;
+    let home = tempfile::tempdir().unwrap();
+    let root = home.path().join("store");
+    let image = format!("{}/cli/pull:v1", registry.host());
+
+    let out = run(home.path(), &root, &["pull", &image]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.matches(": Pull complete").count(), 2, "{stdout}");
+    assert!(stdout.contains(&format!("Digest: {digest}")), "{stdout}");
+
+    // Plain progress: one line per change of state, same set every time.
+    let mut progress: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains(": ") && !l.starts_with("Digest") && !l.starts_with("Status"))
+        .map(|l| l.split_once(": ").unwrap().1)
+        // Tiny layers may finish before a byte count is reported: not part of the snapshot.
+        .filter(|s| !s.starts_with("Downloading"))
+        .collect();
+    progress.sort();
+    progress.dedup();
+    insta::assert_snapshot!("pull_progress_states", progress.join("\n"));
+
+    let out = run(home.path(), &root, &["pull", &image]);
+    assert!(
+        text(&out.stdout).contains("Image is up to date"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = run(home.path(), &root, &["images"]);
+    assert!(
+        text(&out.stdout).contains("cli/pull"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let rootfs = home.path().join("rootfs");
+    let out = run(
+        home.path(),
+        &root,
+        &["unpack", &image, rootfs.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("etc/greeting")).unwrap(),
+        "hello, world\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("usr/share/doc/readme")).unwrap(),
+        "base layer\n"
+    );
+    assert!(rootfs.join("app/run.sh").exists());
+
+    let out = run(home.path(), &root, &["fsck"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+
+    // Tag under another repository and push: the layers are mounted, then a re-push finds them.
+    let other = format!("{}/cli/other:v9", registry.host());
+    assert!(
+        run(home.path(), &root, &["tag", &image, &other])
+            .status
+            .success()
+    );
+    let out = run(home.path(), &root, &["push", &other]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&digest), "{}", text(&out.stdout));
+    let out = run(home.path(), &root, &["push", &other]);
+    assert_eq!(
+        text(&out.stdout).matches("Layer already exists").count(),
+        2,
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = run(home.path(), &root, &["rm", "--gc", &image, &other]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(home.path(), &root, &["--json", "images"]);
+    assert_eq!(text(&out.stdout), "");
+    let out = run(home.path(), &root, &["rm", &image]);
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[tokio::test]
+async fn a_no_unpack_pull_is_unpacked_on_first_use_and_json_mode_streams_events() {
+    let registry = Registry::start().await.unwrap();
+    let digest = seed_image(&registry, "cli/lazy", "v1").await;
+    let home = tempfile::tempdir().unwrap();
+    let root = home.path().join("store");
+    let image = format!("{}/cli/lazy:v1", registry.host());
+
+    let out = run(
+        home.path(),
+        &root,
+        &["--json", "pull", "--no-unpack", &image],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let events: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "result");
+    assert_eq!(last["digest"], digest);
+    assert!(events.iter().any(|e| e["event"] == "progress"));
+    assert!(
+        std::fs::read_dir(root.join("layers"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "nothing unpacked"
+    );
+
+    let rootfs = home.path().join("rootfs");
+    let out = run(
+        home.path(),
+        &root,
+        &["unpack", &image, rootfs.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("etc/greeting")).unwrap(),
+        "hello, world\n"
+    );
+    let out = run(home.path(), &root, &["fsck"]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+}
+
+#[tokio::test]
+async fn pull_errors_map_to_exit_codes() {
+    let registry = Registry::start().await.unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let root = home.path().join("store");
+    let out = run(
+        home.path(),
+        &root,
+        &["pull", &format!("{}/cli/none:v1", registry.host())],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("hoist login"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(home.path(), &root, &["pull", "scratch"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
