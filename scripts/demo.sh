@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job, from a fresh machine: install the registry if missing, start it on 127.0.0.1,
-# build hoist, put a sample two-layer image in the registry, and read it back with hoist.
+# build hoist, push a sample two-layer image (built from local files) to the registry with hoist,
+# and pull it back into a fresh local store with progress; then show and unpack it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -20,5 +21,13 @@ echo "== hoist copy oci:$layout:latest docker://$host/demo:latest"
 
 echo "== hoist tags $host/demo"
 "$hoist" tags "$host/demo"
-echo "== hoist inspect $host/demo:latest"
-"$hoist" inspect "$host/demo:latest"
+
+root="${HOIST_DEMO_ROOT:-$(mktemp -d)/store}"
+echo "== hoist pull $host/demo:latest (store: $root)"
+"$hoist" --root "$root" pull "$host/demo:latest"
+echo "== hoist images"
+"$hoist" --root "$root" images
+rootfs="$(mktemp -d)/rootfs"
+echo "== hoist unpack $host/demo:latest $rootfs"
+"$hoist" --root "$root" unpack "$host/demo:latest" "$rootfs"
+cat "$rootfs/etc/demo/hello.txt"
