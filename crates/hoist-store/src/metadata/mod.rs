@@ -89,16 +89,35 @@ impl Metadata {
         )
         .map_err(db)?;
         conn.busy_timeout(busy_timeout).map_err(db)?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-            .map_err(db)?;
+        // Switching a new database to WAL, and the first migration, need locks that SQLite may
+        // refuse at once (without its busy handler) while another process does the same: retry
+        // those until the busy timeout. The journal mode is persistent, so it is set only when
+        // not already WAL.
+        let deadline = std::time::Instant::now() + busy_timeout;
+        let mode: String = retry_busy(deadline, || {
+            let current: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+            if current.eq_ignore_ascii_case("wal") {
+                return Ok(current);
+            }
+            conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        })
+        .map_err(db)?;
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(path = %path.display(), %mode, "metadata database is not in WAL mode");
         }
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(db)?;
         conn.pragma_update(None, "foreign_keys", true).map_err(db)?;
-        schema::migrate(&mut conn, path)?;
+        loop {
+            match schema::migrate(&mut conn, path) {
+                Err(StoreError::Database { source, .. })
+                    if is_busy(&source) && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => break other?,
+            }
+        }
         Ok(Metadata {
             path: path.to_owned(),
             conn: Mutex::new(conn),
@@ -166,6 +185,29 @@ fn from_sql_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+/// Whether SQLite refused for a lock another connection holds.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+/// Runs `f` again while it fails for a lock, until `deadline`.
+fn retry_busy<T>(
+    deadline: std::time::Instant,
+    mut f: impl FnMut() -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    loop {
+        match f() {
+            Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -175,6 +217,29 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let md = Metadata::open(&dir.path().join("metadata.db")).unwrap();
         (dir, md)
+    }
+
+    #[test]
+    fn many_connections_opening_a_new_database_at_once_all_succeed() {
+        for round in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(format!("metadata-{round}.db"));
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    let path = path.clone();
+                    let barrier = barrier.clone();
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        Metadata::open(&path).map(|m| m.schema_version().unwrap())
+                    })
+                })
+                .collect();
+            for h in handles {
+                let version = h.join().unwrap().expect("open must wait, not fail");
+                assert_eq!(version, schema::LATEST);
+            }
+        }
     }
 
     #[test]

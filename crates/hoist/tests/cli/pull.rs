@@ -243,3 +243,56 @@ async fn pull_errors_map_to_exit_codes() {
     let out = run(home.path(), &root, &["pull", "scratch"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
+
+#[test]
+fn processes_opening_one_new_store_at_once_all_succeed() {
+    // Creating the metadata database (WAL switch, first migration) raced: before the fix about
+    // 1 open in 180 failed with "database is locked". 60 rounds of 6 processes.
+    let home = tempfile::tempdir().unwrap();
+    for round in 0..60 {
+        let root = home.path().join(format!("store-{round}"));
+        let children: Vec<_> = (0..6)
+            .map(|_| {
+                Command::new(env!("CARGO_BIN_EXE_hoist"))
+                    .args(["--root", root.to_str().unwrap(), "images"])
+                    .env("DOCKER_CONFIG", home.path())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "round {round}: {}", text(&out.stderr));
+        }
+    }
+}
+
+#[tokio::test]
+async fn processes_pulling_into_one_new_store_at_once_all_succeed() {
+    let registry = Registry::start().await.unwrap();
+    seed_image(&registry, "cli/race", "v1").await;
+    let image = format!("{}/cli/race:v1", registry.host());
+    let home = tempfile::tempdir().unwrap();
+    for round in 0..8 {
+        let root = home.path().join(format!("store-{round}"));
+        let children: Vec<_> = (0..4)
+            .map(|_| {
+                Command::new(env!("CARGO_BIN_EXE_hoist"))
+                    .args(["-q", "--root", root.to_str().unwrap(), "pull", &image])
+                    .env("DOCKER_CONFIG", home.path())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "round {round}: {}", text(&out.stderr));
+        }
+        let out = run(home.path(), &root, &["fsck"]);
+        assert!(out.status.success(), "{}", text(&out.stdout));
+    }
+}
