@@ -10,7 +10,7 @@
 #
 # Workloads: copy-big copy-many copy-zstd pull-nounpack-big pull-big push-big repush-big shared-v1v2
 #
-# Environment: BENCH_DIR (work area, default /work/bench or $TMPDIR/hoist-bench), BENCH_PORT
+# Environment: BENCH_DIR (work area, default ${TMPDIR:-/tmp}/hoist-bench), BENCH_PORT
 # (seeded registry port, default 5591; the push registry uses BENCH_PORT+1), CARGO_TARGET_DIR.
 set -euo pipefail
 export LC_ALL=C
@@ -35,7 +35,7 @@ for w in $WORKLOADS; do
 done
 
 if [ -z "${BENCH_DIR:-}" ]; then
-  if [ -d /work ] && [ -w /work ]; then BENCH_DIR=/work/bench; else BENCH_DIR="${TMPDIR:-/tmp}/hoist-bench"; fi
+  BENCH_DIR="${TMPDIR:-/tmp}/hoist-bench"
 fi
 mkdir -p "$BENCH_DIR"; BENCH_DIR="$(cd "$BENCH_DIR" && pwd)"
 PORT="${BENCH_PORT:-5591}"; PORT2=$((PORT + 1))
