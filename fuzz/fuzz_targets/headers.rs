@@ -11,7 +11,11 @@ fuzz_target!(|data: &[u8]| {
     if let Some(errors) = parse_error_body(data) {
         for error in errors {
             let _ = error.to_string();
-            let _ = (error.code.is_retryable(), error.code.is_not_found(), error.code.is_auth());
+            let _ = (
+                error.code.is_retryable(),
+                error.code.is_not_found(),
+                error.code.is_auth(),
+            );
         }
     }
     let Ok(text) = std::str::from_utf8(data) else {
@@ -20,7 +24,11 @@ fuzz_target!(|data: &[u8]| {
 
     if let Ok(range) = ContentRange::parse(text) {
         let printed = range.to_string();
-        assert_eq!(ContentRange::parse(&printed), Ok(range), "{text:?} printed as {printed:?}");
+        assert_eq!(
+            ContentRange::parse(&printed),
+            Ok(range),
+            "{text:?} printed as {printed:?}"
+        );
         let asked = [(0, 0), (0, 99), (1, u64::MAX - 1)];
         for (first, last) in asked {
             let asked = ByteRange::new(first, last).expect("a valid range");
@@ -38,7 +46,10 @@ fuzz_target!(|data: &[u8]| {
             let _ = (link.target(), link.has_rel("next"), link.rels().count());
         }
         let next = next_link([text]);
-        let expected = links.iter().find(|l| l.has_rel("next")).map(|l| l.target().to_owned());
+        let expected = links
+            .iter()
+            .find(|l| l.has_rel("next"))
+            .map(|l| l.target().to_owned());
         assert_eq!(next, Ok(expected));
     }
 });

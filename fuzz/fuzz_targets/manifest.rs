@@ -32,9 +32,20 @@ fuzz_target!(|data: &[u8]| {
     };
     let digest: Digest = DIGEST.parse().expect("a valid digest");
     let media_type = MEDIA_TYPES[usize::from(*selector) % MEDIA_TYPES.len()];
-    match parse(media_type, &digest, document, "fuzz/image:latest", &default_config_types()) {
+    match parse(
+        media_type,
+        &digest,
+        document,
+        "fuzz/image:latest",
+        &default_config_types(),
+    ) {
         Ok(Parsed::Index(index)) => {
-            for wanted in ["linux/amd64", "linux/arm64/v8", "linux/arm", "windows/amd64"] {
+            for wanted in [
+                "linux/amd64",
+                "linux/arm64/v8",
+                "linux/arm",
+                "windows/amd64",
+            ] {
                 let wanted = Platform::parse(wanted).expect("a valid platform");
                 let _ = index.candidates(&wanted);
             }

@@ -11,8 +11,16 @@ fuzz_target!(|input: &str| {
     };
     let printed = parsed.to_string();
     let reparsed = ImageRef::parse(&printed);
-    assert_eq!(reparsed.as_ref(), Ok(&parsed), "{input:?} printed as {printed:?}");
+    assert_eq!(
+        reparsed.as_ref(),
+        Ok(&parsed),
+        "{input:?} printed as {printed:?}"
+    );
     let familiar = parsed.familiar();
     let from_familiar = ImageRef::parse(&familiar);
-    assert_eq!(from_familiar.as_ref(), Ok(&parsed), "{input:?} familiar {familiar:?}");
+    assert_eq!(
+        from_familiar.as_ref(),
+        Ok(&parsed),
+        "{input:?} familiar {familiar:?}"
+    );
 });

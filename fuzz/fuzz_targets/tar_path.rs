@@ -46,8 +46,15 @@ fuzz_target!(|raw: &[u8]| {
                 depth += 1;
             }
             assert!(depth <= MAX_DEPTH, "{path:?}");
-            assert!(!climbs_above_root(raw), "{raw:?} climbs above the root yet became {path:?}");
-            assert_eq!(sanitize(bytes).as_ref(), Ok(&path), "sanitising {path:?} again");
+            assert!(
+                !climbs_above_root(raw),
+                "{raw:?} climbs above the root yet became {path:?}"
+            );
+            assert_eq!(
+                sanitize(bytes).as_ref(),
+                Ok(&path),
+                "sanitising {path:?} again"
+            );
         }
         Err(PathError::Escapes) => {
             assert!(climbs_above_root(raw), "{raw:?} refused as escaping");
