@@ -13,8 +13,7 @@
 # checks on every crate, C code included) takes about 12 minutes on 2 busy cores, well over the
 # few minutes CI allows, while a check compiles every target against hoist's current API in about
 # two minutes of CPU. Fuzz builds use 16 codegen units: a much faster build for slightly slower
-# runs. A crash found by a run is saved
-# under fuzz/artifacts/TARGET/; replay it with
+# runs. A crash found by a run is saved under fuzz/artifacts/TARGET/; replay it with
 #   RUSTC_BOOTSTRAP=1 cargo fuzz run --codegen-units 16 TARGET ARTIFACT
 set -euo pipefail
 cd "$(dirname "$0")/.."
