@@ -26,6 +26,7 @@ pub mod config;
 pub mod digest;
 pub mod error;
 pub mod error_body;
+mod http_syntax;
 pub mod link;
 pub mod manifest;
 pub mod multipart;

@@ -71,7 +71,7 @@ pub fn parse_link_header(value: &str) -> Result<Vec<Link>, LinkError> {
     if value.len() > MAX_LINK_HEADER_LEN {
         return Err(LinkError::TooLong { len: value.len() });
     }
-    let mut c = Cursor { s: value, pos: 0 };
+    let mut c = Cursor::new(value);
     let mut links = Vec::new();
     loop {
         c.skip_while(|b| matches!(b, b' ' | b'\t' | b','));
@@ -130,90 +130,15 @@ pub fn next_link<'a>(
     Ok(None)
 }
 
-struct Cursor<'a> {
-    s: &'a str,
-    pos: usize,
-}
+type Cursor<'a> = crate::http_syntax::Cursor<'a, LinkError>;
 
-impl<'a> Cursor<'a> {
-    fn at_end(&self) -> bool {
-        self.pos >= self.s.len()
-    }
-
-    fn peek(&self) -> Option<u8> {
-        self.s.as_bytes().get(self.pos).copied()
-    }
-
-    fn error(&self, expected: &'static str) -> LinkError {
+impl crate::http_syntax::FromSyntax for LinkError {
+    fn from_syntax(header: &str, offset: usize, expected: &'static str) -> Self {
         LinkError::Syntax {
-            header: self.s.to_owned(),
-            offset: self.pos,
+            header: header.to_owned(),
+            offset,
             expected,
         }
-    }
-
-    fn expect(&mut self, b: u8, expected: &'static str) -> Result<(), LinkError> {
-        if self.peek() == Some(b) {
-            self.pos += 1;
-            Ok(())
-        } else {
-            Err(self.error(expected))
-        }
-    }
-
-    fn skip_while(&mut self, f: impl Fn(u8) -> bool) {
-        while self.peek().is_some_and(&f) {
-            self.pos += 1;
-        }
-    }
-
-    fn skip_ows(&mut self) {
-        self.skip_while(|b| b == b' ' || b == b'\t');
-    }
-
-    /// Takes bytes while `f` holds. `f` must stop at ASCII bytes only or take whole UTF-8
-    /// sequences (it sees every byte of a multi-byte character alike, as all are >= 0x80).
-    fn take_while(&mut self, f: impl Fn(u8) -> bool) -> &'a str {
-        let start = self.pos;
-        self.skip_while(f);
-        self.s.get(start..self.pos).unwrap_or_default()
-    }
-
-    fn token(&mut self) -> Option<&'a str> {
-        let token =
-            self.take_while(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-        (!token.is_empty()).then_some(token)
-    }
-
-    fn quoted_string(&mut self) -> Result<String, LinkError> {
-        let qdtext = |b: u8| b == b'\t' || b == b' ' || (b >= 0x21 && b != 0x7f);
-        self.expect(b'"', "'\"'")?;
-        let mut out = Vec::new();
-        loop {
-            match self.peek() {
-                None => return Err(self.error("the closing '\"' of a quoted-string")),
-                Some(b'"') => {
-                    self.pos += 1;
-                    break;
-                }
-                Some(b'\\') => {
-                    self.pos += 1;
-                    match self.peek() {
-                        Some(b) if qdtext(b) => {
-                            out.push(b);
-                            self.pos += 1;
-                        }
-                        _ => return Err(self.error("an escaped character after '\\'")),
-                    }
-                }
-                Some(b) if qdtext(b) => {
-                    out.push(b);
-                    self.pos += 1;
-                }
-                Some(_) => return Err(self.error("a printable character in a quoted-string")),
-            }
-        }
-        String::from_utf8(out).map_err(|_| self.error("UTF-8 text in a quoted-string"))
     }
 }
 

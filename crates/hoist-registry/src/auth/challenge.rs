@@ -245,7 +245,7 @@ pub fn parse_challenges(header: &str) -> Result<Vec<Challenge>, ChallengeError> 
     if header.len() > MAX_HEADER_LEN {
         return Err(ChallengeError::TooLong { len: header.len() });
     }
-    let mut c = Cursor { s: header, pos: 0 };
+    let mut c = Cursor::new(header);
     let mut out = Vec::new();
     loop {
         c.skip_ows_and_commas();
@@ -322,74 +322,25 @@ pub fn parse_challenges_bytes(header: &[u8]) -> Result<Vec<Challenge>, Challenge
     parse_challenges(std::str::from_utf8(header).map_err(|_| ChallengeError::NotUtf8)?)
 }
 
-struct Cursor<'a> {
-    s: &'a str,
-    pos: usize,
-}
+type Cursor<'a> = crate::http_syntax::Cursor<'a, ChallengeError>;
 
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+impl crate::http_syntax::FromSyntax for ChallengeError {
+    fn from_syntax(header: &str, offset: usize, expected: &'static str) -> Self {
+        ChallengeError::Syntax {
+            header: header.to_owned(),
+            offset,
+            expected,
+        }
+    }
 }
 
 fn is_token68_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~+/".contains(&b)
 }
 
-impl<'a> Cursor<'a> {
-    fn bytes(&self) -> &'a [u8] {
-        self.s.as_bytes()
-    }
-
-    fn at_end(&self) -> bool {
-        self.pos >= self.s.len()
-    }
-
-    fn peek(&self) -> Option<u8> {
-        self.bytes().get(self.pos).copied()
-    }
-
-    fn error(&self, expected: &'static str) -> ChallengeError {
-        ChallengeError::Syntax {
-            header: self.s.to_owned(),
-            offset: self.pos,
-            expected,
-        }
-    }
-
-    fn expect(&mut self, b: u8, expected: &'static str) -> Result<(), ChallengeError> {
-        if self.peek() == Some(b) {
-            self.pos += 1;
-            Ok(())
-        } else {
-            Err(self.error(expected))
-        }
-    }
-
-    fn skip_ows(&mut self) -> usize {
-        let start = self.pos;
-        while matches!(self.peek(), Some(b' ' | b'\t')) {
-            self.pos += 1;
-        }
-        self.pos - start
-    }
-
+impl<'a> crate::http_syntax::Cursor<'a, ChallengeError> {
     fn skip_ows_and_commas(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b',')) {
-            self.pos += 1;
-        }
-    }
-
-    fn take_while(&mut self, f: impl Fn(u8) -> bool) -> &'a str {
-        let start = self.pos;
-        while self.peek().is_some_and(&f) {
-            self.pos += 1;
-        }
-        // Only ASCII bytes were taken, so both ends are char boundaries.
-        &self.s[start..self.pos]
-    }
-
-    fn token(&mut self) -> Option<&'a str> {
-        Some(self.take_while(is_tchar)).filter(|t| !t.is_empty())
+        self.skip_while(|b| matches!(b, b' ' | b'\t' | b','));
     }
 
     fn token68(&mut self) -> Option<&'a str> {
@@ -410,39 +361,6 @@ impl<'a> Cursor<'a> {
         };
         self.pos = start;
         follows
-    }
-
-    fn quoted_string(&mut self) -> Result<String, ChallengeError> {
-        let qdtext = |b: u8| b == b'\t' || b == b' ' || (b >= 0x21 && b != 0x7f);
-        self.expect(b'"', "'\"'")?;
-        let mut out = Vec::new();
-        loop {
-            match self.peek() {
-                None => return Err(self.error("the closing '\"' of a quoted-string")),
-                Some(b'"') => {
-                    self.pos += 1;
-                    break;
-                }
-                Some(b'\\') => {
-                    self.pos += 1;
-                    match self.peek() {
-                        Some(b) if qdtext(b) => {
-                            out.push(b);
-                            self.pos += 1;
-                        }
-                        _ => return Err(self.error("an escaped character after '\\'")),
-                    }
-                }
-                Some(b) if qdtext(b) => {
-                    out.push(b);
-                    self.pos += 1;
-                }
-                Some(_) => return Err(self.error("a printable character in a quoted-string")),
-            }
-        }
-        // Whole UTF-8 sequences were copied (an escape only drops the ASCII '\'), so this
-        // cannot fail; the error arm keeps it panic-free regardless.
-        String::from_utf8(out).map_err(|_| self.error("UTF-8 text in a quoted-string"))
     }
 }
 
