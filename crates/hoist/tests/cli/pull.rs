@@ -67,7 +67,7 @@ async fn seed_image(registry: &Registry, repo: &str, tag: &str) -> String {
         .to_string()
 }
 
-fn run(home: &Path, root: &Path, args: &[&str]) -> Output {
+pub fn run(home: &Path, root: &Path, args: &[&str]) -> Output {
     let mut all = vec!["--root", root.to_str().unwrap()];
     all.extend_from_slice(args);
     hoist(home, &all, None)

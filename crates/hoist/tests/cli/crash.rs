@@ -1,0 +1,168 @@
+//! `kill -9` during a pull, then the pull again: it completes, the store is sound, and what was
+//! fetched before the kill is not fetched again (resume, not restart).
+//!
+//! CI runs a few seeds; `scripts/crash.sh` runs many (`HOIST_CRASH_RUNS`).
+
+use std::io::Write;
+use std::time::Duration;
+
+use crate::pull::run;
+use crate::*;
+use hoist_registry::{Endpoint, RegistryClient, Scheme};
+use hoist_test_support::{FaultProxy, Matcher};
+
+const LAYERS: usize = 4;
+const LAYER_BYTES: usize = 16 << 20;
+
+/// Incompressible pseudo-random bytes (xorshift), so the gzip blob is as large as the tar.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Pushes a 4-layer image of 16 MiB layers; returns the total size of its layer blobs.
+async fn seed_big(registry: &Registry, repo: &str) -> u64 {
+    let client = RegistryClient::builder().build().unwrap();
+    let r = client.repository(Endpoint::new(registry.host(), Scheme::Http), repo);
+    let mut descs = Vec::new();
+    let mut diff_ids = Vec::new();
+    let mut total = 0;
+    for i in 0..LAYERS {
+        let mut tar = tar::Builder::new(Vec::new());
+        let data = noise(LAYER_BYTES, i as u64 + 1);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_cksum();
+        tar.append_data(&mut h, format!("data/layer-{i}.bin"), data.as_slice())
+            .unwrap();
+        let tar = tar.into_inner().unwrap();
+        diff_ids.push(format!("\"{}\"", hoist_registry::digest::sha256_of(&tar)));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let blob = bytes::Bytes::from(gz.finish().unwrap());
+        let d = hoist_registry::digest::sha256_of(&blob);
+        total += blob.len() as u64;
+        r.push_blob_bytes(&d, blob.clone()).await.unwrap();
+        descs.push(format!(
+            r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{d}","size":{}}}"#,
+            blob.len()
+        ));
+    }
+    let arch = hoist_distribution::Platform::host();
+    let config = bytes::Bytes::from(format!(
+        r#"{{"architecture":"{}","os":"linux","rootfs":{{"type":"layers","diff_ids":[{}]}}}}"#,
+        arch.architecture,
+        diff_ids.join(",")
+    ));
+    let config_d = hoist_registry::digest::sha256_of(&config);
+    r.push_blob_bytes(&config_d, config.clone()).await.unwrap();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_d}","size":{}}},"layers":[{}]}}"#,
+        config.len(),
+        descs.join(",")
+    );
+    r.put_manifest(
+        "v1",
+        hoist_registry::manifest::OCI_MANIFEST,
+        manifest.into(),
+    )
+    .await
+    .unwrap();
+    total
+}
+
+/// Bytes of layer blobs a store holds, committed or in partial ingests (the config is small and
+/// not counted).
+fn held_bytes(root: &Path) -> u64 {
+    let size_of_dir_files = |dir: &Path, name: Option<&str>| -> u64 {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        entries
+            .filter_map(|e| e.ok())
+            .map(|e| match name {
+                Some(n) => e.path().join(n),
+                None => e.path(),
+            })
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .filter(|m| m.len() > 1 << 20)
+            .map(|m| m.len())
+            .sum()
+    };
+    size_of_dir_files(&root.join("blobs/sha256"), None)
+        + size_of_dir_files(&root.join("ingest"), Some("data"))
+}
+
+/// A deterministic delay in `0..max_ms` for `seed`.
+fn delay(seed: u64, max_ms: u64) -> Duration {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    x ^= x >> 33;
+    Duration::from_millis(x % max_ms)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_killed_at_random_moments_resumes_and_ends_sound() {
+    let runs: u64 = std::env::var("HOIST_CRASH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let registry = Registry::start().await.unwrap();
+    let image_bytes = seed_big(&registry, "crash/big").await;
+    let proxy = FaultProxy::start(&registry.url()).await.unwrap();
+    let image = format!("{}/crash/big:v1", proxy.host());
+    let home = tempfile::tempdir().unwrap();
+    let blobs = Matcher::get("/blobs/");
+    // How long a whole pull takes here: kills land at random moments within it.
+    let started = std::time::Instant::now();
+    let out = run(
+        home.path(),
+        &home.path().join("warm-up"),
+        &["-q", "pull", &image],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let full_ms = (started.elapsed().as_millis() as u64).max(50);
+    for seed in 0..runs {
+        let root = home.path().join(format!("store-{seed}"));
+        proxy.clear_log();
+        // Kill the pull after a random moment (maybe before it starts, maybe after it ends).
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hoist"))
+            .args(["-q", "--root", root.to_str().unwrap(), "pull", &image])
+            .env("DOCKER_CONFIG", home.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(delay(seed, full_ms)).await;
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        // What survived the kill on disk: committed blobs and partial ingests.
+        let held = held_bytes(&root);
+        proxy.clear_log();
+        let out = run(home.path(), &root, &["-q", "pull", &image]);
+        assert!(out.status.success(), "seed {seed}: {}", text(&out.stderr));
+        let out = run(home.path(), &root, &["fsck"]);
+        assert!(out.status.success(), "seed {seed}: {}", text(&out.stdout));
+        // Resumed, not restarted: the second pull fetches only what the first had not kept
+        // (plus the small config and a little slack for a writer's unflushed buffer).
+        let refetched = proxy.bytes_sent(&blobs);
+        let missing = image_bytes.saturating_sub(held);
+        let slack = image_bytes / 100 + (LAYERS as u64) * (256 << 10);
+        assert!(
+            refetched <= missing + slack,
+            "seed {seed}: the second pull fetched {refetched} bytes, {held} of the \
+             {image_bytes}-byte image were already held"
+        );
+    }
+}
