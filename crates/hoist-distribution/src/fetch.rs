@@ -264,6 +264,13 @@ impl LayerDescriptor {
             .get_blob_from(digest, p.offset, size)
             .await
             .map_err(network)?;
+        // The registry says how large the blob is: a manifest that gives another size lies, and
+        // no retry can help.
+        if let Some(total) = resp.total.filter(|t| *t != size) {
+            return Err(Failure::Corrupt(format!(
+                "the registry holds {total} bytes but the manifest gives {size}"
+            )));
+        }
         // A registry that ignored the range starts at 0: skip what is already held.
         let mut skip = p.offset.saturating_sub(resp.start);
         let mut body = resp.body;

@@ -5,6 +5,7 @@
 
 mod errors;
 mod faults;
+mod hostile;
 mod mirror;
 mod pull;
 mod push;
