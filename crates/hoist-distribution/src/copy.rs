@@ -266,7 +266,7 @@ pub async fn copy(
             }
             PlatformSelection::One(p) => choose(&*source, &options.retry, top, p, 0).await?,
             PlatformSelection::Current => {
-                choose(&*source, &options.retry, top, &Platform::current(), 0).await?
+                choose(&*source, &options.retry, top, &Platform::host(), 0).await?
             }
         }
     } else {
@@ -430,17 +430,12 @@ fn choose<'a>(
         let image = source.name();
         let parsed = parse_index(&image, &index, depth)?;
         let platform_of = |d: &Descriptor| d.platform.as_ref().map(|p| p.platform());
-        let entry = parsed
-            .manifests
-            .iter()
-            .find(|d| platform_of(d).is_some_and(|p| wanted.matches_exactly(&p)))
-            .or_else(|| {
-                parsed
-                    .manifests
-                    .iter()
-                    .find(|d| platform_of(d).is_some_and(|p| wanted.is_compatible(&p)))
-            })
-            .or_else(|| parsed.manifests.iter().find(|d| d.platform.is_none()));
+        // Exact matches, then older variants this platform runs, then entries without a
+        // platform: the same choice a pull makes.
+        let platforms: Vec<Option<Platform>> = parsed.manifests.iter().map(platform_of).collect();
+        let entry = crate::platform::rank(&platforms, wanted)
+            .first()
+            .map(|&i| &parsed.manifests[i]);
         let Some(entry) = entry else {
             return Err(CopyError::NoMatchingPlatform {
                 image,
@@ -448,7 +443,7 @@ fn choose<'a>(
                 available: parsed
                     .manifests
                     .iter()
-                    .filter_map(|d| platform_of(d).map(|p| p.to_string()))
+                    .filter_map(|d| platform_of(d).map(|p| p.short_name()))
                     .collect(),
             });
         };

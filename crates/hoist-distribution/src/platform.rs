@@ -104,6 +104,16 @@ impl Platform {
     pub fn matches(&self, candidate: &Platform) -> bool {
         variant_distance(self, candidate).is_some()
     }
+
+    /// The platform as users usually write it: like [`Display`](fmt::Display), but without
+    /// arm64's default variant (`linux/arm64`, not `linux/arm64/v8`). It parses back the same.
+    pub fn short_name(&self) -> String {
+        if self.architecture == "arm64" && self.variant.as_deref() == Some("v8") {
+            format!("{}/{}", self.os, self.architecture)
+        } else {
+            self.to_string()
+        }
+    }
 }
 
 impl fmt::Display for Platform {
@@ -235,6 +245,21 @@ mod tests {
 
     fn p(s: &str) -> Platform {
         Platform::parse(s).unwrap()
+    }
+
+    #[test]
+    fn short_names_leave_out_arm64s_default_variant_and_parse_back() {
+        for (input, short) in [
+            ("linux/arm64/v8", "linux/arm64"),
+            ("linux/aarch64", "linux/arm64"),
+            ("linux/arm64/v9", "linux/arm64/v9"),
+            ("linux/arm/v7", "linux/arm/v7"),
+            ("linux/amd64", "linux/amd64"),
+        ] {
+            let p = p(input);
+            assert_eq!(p.short_name(), short, "{input}");
+            assert_eq!(Platform::parse(short).unwrap(), p, "{input}");
+        }
     }
 
     #[test]

@@ -42,9 +42,6 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         if cause
             .downcast_ref::<hoist_distribution::transport::NameError>()
             .is_some()
-            || cause
-                .downcast_ref::<hoist_distribution::transport::PlatformError>()
-                .is_some()
         {
             return USAGE;
         }

@@ -14,7 +14,7 @@ pub use hoist_registry::manifest::{
     DOCKER_LIST, DOCKER_MANIFEST, DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED, OCI_INDEX, OCI_MANIFEST,
 };
 
-use super::platform::Platform;
+use crate::platform::Platform;
 
 /// The most bytes of a manifest or index read into memory.
 pub const MANIFEST_LIMIT: u64 = 4 << 20;

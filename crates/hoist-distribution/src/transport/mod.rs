@@ -38,7 +38,6 @@ pub mod manifest;
 pub mod name;
 mod oci;
 mod oci_archive;
-pub mod platform;
 mod registry;
 mod store;
 pub(crate) mod stream;
@@ -54,6 +53,7 @@ use hoist_registry::RegistryClient;
 use hoist_store::Store;
 use oci_spec::image::Digest;
 
+pub use crate::platform::Platform;
 pub use docker_archive::{DockerArchiveDestination, DockerArchiveSource};
 pub use error::{Error, NameError, Result};
 pub use hoist_registry::ByteStream;
@@ -62,7 +62,6 @@ pub use layout::REF_NAME_ANNOTATION;
 pub use name::{ArchiveImage, ImageName, Transport};
 pub use oci::{OciDirDestination, OciDirSource};
 pub use oci_archive::{OciArchiveDestination, OciArchiveSource};
-pub use platform::{Platform, PlatformError};
 pub use registry::{RegistryDestination, RegistrySource};
 pub use store::{StoreDestination, StoreSource};
 
