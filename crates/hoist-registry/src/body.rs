@@ -80,9 +80,8 @@ impl BodyStream {
     /// bytes; a longer body is dropped instead.
     pub async fn drain(mut self, limit: u64) {
         use futures_util::StreamExt;
-        while let Some(Ok(chunk)) = self.next().await {
+        while let Some(Ok(_)) = self.next().await {
             if self.received > limit {
-                let _ = chunk;
                 return;
             }
         }
