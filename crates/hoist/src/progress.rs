@@ -178,7 +178,6 @@ fn is_final(action: &str) -> bool {
             | "Already exists"
             | "Pushed"
             | "Layer already exists"
-            | "Download complete"
             | "Copied"
             | "Skipped"
     ) || action.starts_with("Mounted from")
