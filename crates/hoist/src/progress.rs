@@ -179,7 +179,6 @@ fn is_final(action: &str) -> bool {
             | "Pushed"
             | "Layer already exists"
             | "Copied"
-            | "Skipped"
     ) || action.starts_with("Mounted from")
 }
 
