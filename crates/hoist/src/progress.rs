@@ -174,11 +174,7 @@ async fn render(mode: Mode, mut rx: UnboundedReceiver<Progress>, mut out: Box<dy
 fn is_final(action: &str) -> bool {
     matches!(
         action,
-        "Pull complete"
-            | "Already exists"
-            | "Pushed"
-            | "Layer already exists"
-            | "Copied"
+        "Pull complete" | "Already exists" | "Pushed" | "Layer already exists" | "Copied"
     ) || action.starts_with("Mounted from")
 }
 
