@@ -177,3 +177,6 @@ pub fn detect(media_type: &str, annotations: &BTreeMap<String, String>) -> Optio
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -201,17 +201,21 @@ fn write_zstd_chunked<R: Read, W: Write>(
     let mut split = tarsplit::Writer::new();
     // Headers and padding not yet compressed; `segment` the same for the tar-split.
     let mut pending: Vec<u8> = Vec::new();
+    let mut segment: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; BUF];
     loop {
         match read_header(input)? {
             Next::End(rest) => {
                 pending.extend_from_slice(&rest);
-                split.segment(&pending);
+                segment.extend_from_slice(&rest);
+                split.segment(&segment);
                 break;
             }
             Next::Header(header) => {
                 pending.extend_from_slice(&header.raw);
-                split.segment(&pending);
+                segment.extend_from_slice(&header.raw);
+                split.segment(&segment);
+                segment.clear();
                 let mut entry = header.entry;
                 if header.data_size == 0 {
                     split.file(&header.raw_name, 0, None);
@@ -250,6 +254,7 @@ fn write_zstd_chunked<R: Read, W: Write>(
                 let pad = padding(header.data_size);
                 pending.resize(pad, 0);
                 read_content(input, &mut pending, &entry.name)?;
+                segment.extend_from_slice(&pending);
                 entries.push(entry);
             }
         }
