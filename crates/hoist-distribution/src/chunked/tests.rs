@@ -736,3 +736,55 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_one_file_change_fetches_little_more_than_that_file() {
+    // 200 incompressible files of 2 KiB; v2 changes one of them.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut random = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    };
+    let v1: Vec<Spec> = (0..200)
+        .map(|i| Spec::File(format!("lib/file-{i:03}"), random(2048), vec![]))
+        .collect();
+    let mut v2 = v1.clone();
+    v2[100] = Spec::File("lib/file-100".into(), random(2048), vec![]);
+    let tar = build_tar(&v2);
+    let local = Local(contents(&v1));
+    for format in FORMATS {
+        let w = write(&tar, format);
+        let meta = read_metadata(&w).unwrap();
+        let (result, out, plan) = rebuild_with(&w, &meta, &local, 4096);
+        assert_eq!(result.unwrap(), w.layer.diff_id);
+        assert_eq!(out, decode(format, &w.blob));
+        assert_eq!((plan.local_files, plan.fetched_files), (199, 1));
+        let changed = meta
+            .entries
+            .iter()
+            .find(|e| e.name == "lib/file-100")
+            .unwrap();
+        let changed_bytes = changed.end_offset - changed.offset;
+        let metadata_bytes: u64 =
+            match metadata_ranges(format, &w.layer.annotations, w.blob.len() as u64).unwrap() {
+                MetadataLocator::Ranges(r) => r.chunks().iter().map(|c| c.length).sum(),
+                MetadataLocator::Footer { tail, .. } => {
+                    let r =
+                        parse_footer(format, &slice(&w.blob, &tail), w.blob.len() as u64).unwrap();
+                    tail.length + r.chunks().iter().map(|c| c.length).sum::<u64>()
+                }
+            };
+        eprintln!(
+            "{format}: blob {} bytes, metadata {metadata_bytes} bytes, fetched {} bytes, changed file {changed_bytes} bytes compressed",
+            w.blob.len(),
+            plan.fetch_bytes
+        );
+        assert!(plan.fetch_bytes * 10 <= changed_bytes * 12, "{format}");
+    }
+}
