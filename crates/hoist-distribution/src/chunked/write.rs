@@ -401,10 +401,7 @@ fn write_estargz<R: Read, W: Write>(
     let mut entries: Vec<TocEntry> = Vec::new();
     let mut buf = vec![0u8; BUF];
     let mut skip = Vec::new();
-    loop {
-        let Next::Header(header) = read_header(input)? else {
-            break;
-        };
+    while let Next::Header(header) = read_header(input)? {
         let mut entry = header.entry;
         members.write(&canonical_header(&entry))?;
         if header.data_size > 0 {
