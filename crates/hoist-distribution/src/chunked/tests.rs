@@ -635,7 +635,7 @@ fn zstd_chunked_without_tar_split_rebuilds_from_the_compressed_headers() {
 fn arb_name() -> impl Strategy<Value = String> {
     prop_oneof![
         "[a-z]{1,8}",
-        "[a-z]{1,8}/[a-z.]{1,12}",
+        "[a-z]{1,8}/[a-z][a-z.]{0,11}",
         "[a-z]{90,130}",
         "[a-z]{60}/[a-z]{60}/[a-z]{10}",
         Just(".wh..wh..opq".to_owned()),
