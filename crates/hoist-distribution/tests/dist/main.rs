@@ -6,6 +6,7 @@
 mod errors;
 mod faults;
 mod hostile;
+mod matrix;
 mod mirror;
 mod pull;
 mod push;
