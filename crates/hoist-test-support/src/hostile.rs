@@ -4,7 +4,8 @@
 //! `WWW-Authenticate` challenges, broken `multipart/byteranges`.
 //!
 //! Each connection carries one request: the server reads the request head, asks the route for
-//! an [`Answer`], writes it and closes the connection. Request bodies are not read.
+//! an [`Answer`], writes it and closes the connection. Request bodies are not read. It speaks
+//! plain HTTP only: a TLS handshake is closed at once.
 //!
 //! ```no_run
 //! # async fn demo() -> hoist_test_support::Result<()> {
@@ -171,6 +172,11 @@ async fn serve(
         match stream.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+        if !head[0].is_ascii_uppercase() {
+            // A TLS handshake: this server speaks plain HTTP only; closing at once makes the
+            // client fall back to it.
+            return;
         }
         if head.len() > MAX_REQUEST_HEAD {
             return;

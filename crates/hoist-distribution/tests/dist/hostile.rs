@@ -59,25 +59,33 @@ async fn a_layer_larger_or_smaller_than_its_manifest_says_fails_and_nothing_is_k
     }
 }
 
-/// A registry that serves one manifest, `bytes` as `media_type`, under `h/img:1` (with its
-/// digest in `Docker-Content-Digest`); `/v2/` answers 200 and everything else 404. Counts the
-/// requests for blobs.
-async fn serving_manifest(media_type: &str, bytes: Vec<u8>) -> hoist_test_support::HostileServer {
+/// A registry that serves `objects` (path under `/v2/h/img/`, content type, bytes), each with
+/// its digest in `Docker-Content-Digest`; `/v2/` answers 200 and everything else 404.
+async fn serving(objects: Vec<(String, String, Vec<u8>)>) -> hoist_test_support::HostileServer {
     use hoist_test_support::{Answer, HostileServer};
-    let media_type = media_type.to_owned();
-    let digest = sha(&bytes).to_string();
-    HostileServer::start(move |_, path| match path {
-        "/v2/" => Answer::new("200 OK").body("{}"),
-        "/v2/h/img/manifests/1" => Answer::new("200 OK")
-            .header("Content-Type", &media_type)
-            .header("Docker-Content-Digest", &digest)
-            .body(bytes.clone()),
-        _ => Answer::new("404 Not Found")
+    HostileServer::start(move |_, path| {
+        if path == "/v2/" {
+            return Answer::new("200 OK").body("{}");
+        }
+        for (p, media_type, bytes) in &objects {
+            if path == format!("/v2/h/img/{p}") {
+                return Answer::new("200 OK")
+                    .header("Content-Type", media_type)
+                    .header("Docker-Content-Digest", &sha(bytes).to_string())
+                    .body(bytes.clone());
+            }
+        }
+        Answer::new("404 Not Found")
             .header("Content-Type", "application/json")
-            .body(r#"{"errors":[{"code":"BLOB_UNKNOWN","message":"unknown"}]}"#),
+            .body(r#"{"errors":[{"code":"BLOB_UNKNOWN","message":"unknown"}]}"#)
     })
     .await
     .unwrap()
+}
+
+/// A registry that serves one manifest, `bytes` as `media_type`, under `h/img:1`.
+async fn serving_manifest(media_type: &str, bytes: Vec<u8>) -> hoist_test_support::HostileServer {
+    serving(vec![("manifests/1".into(), media_type.into(), bytes)]).await
 }
 
 /// Pulls `h/img:1` from `server` and returns the error; the store keeps nothing.
@@ -225,53 +233,63 @@ async fn counting_server() -> hoist_test_support::HostileServer {
 
 #[tokio::test]
 async fn descriptor_urls_to_foreign_hosts_are_never_followed() {
-    let registry = start_registry().await;
-    let host = registry.host();
-    let r = repo(&host, "hostile/urls");
+    use hoist_distribution::manifest::OCI_NONDIST_GZIP;
     let foreign = counting_server().await;
+    let url = format!("{}/layer.tar.gz", foreign.url());
     let layer = Layer {
-        media_type: hoist_distribution::manifest::OCI_NONDIST_GZIP,
+        media_type: OCI_NONDIST_GZIP,
         ..Layer::oci_gzip(&[("etc/os-release", b"ID=hoist\n")])
     };
-    let config = config_json("linux/amd64", &[layer.diff_id()]);
-    let config_d = push_blob(&r, &config).await;
-    let url = format!("{}/layer.tar.gz", foreign.url());
-    let with_urls = |digest: &Digest, size: usize| json!({"mediaType": layer.media_type, "digest": digest.to_string(), "size": size, "urls": [url]});
-    // The registry holds the blob: pulled from the registry, the URL untouched.
-    let layer_d = push_blob(&r, &layer.blob).await;
-    let held = oci_manifest(
-        descriptor(OCI_CONFIG, &config_d.to_string(), config.len() as u64),
-        vec![with_urls(&layer_d, layer.blob.len())],
-    );
-    r.put_manifest("held", OCI_MANIFEST, held.into())
-        .await
-        .unwrap();
-    let local = local_store();
-    let (cfg, _) = pull_config(&local.store);
-    let result = pull(
-        &cfg.with_platform(platform("linux/amd64")),
-        &image_ref(&host, "hostile/urls:held"),
-    )
-    .await
-    .unwrap();
-    assert_eq!(result.layers[0].digest, layer_d);
-    // Only the URL has it: the pull fails as not found, still without following the URL.
     let elsewhere = Layer::oci_gzip(&[("x", b"only at the url")]);
-    let missing = oci_manifest(
-        descriptor(OCI_CONFIG, &config_d.to_string(), config.len() as u64),
-        vec![with_urls(&elsewhere.digest(), elsewhere.blob.len())],
-    );
-    r.put_manifest("missing", OCI_MANIFEST, missing.into())
-        .await
-        .unwrap();
+    let config = config_json("linux/amd64", &[layer.diff_id()]);
+    let with_urls = |l: &Layer| json!({"mediaType": OCI_NONDIST_GZIP, "digest": l.digest().to_string(), "size": l.blob.len(), "urls": [url]});
+    let manifest_of = |l: &Layer| {
+        oci_manifest(
+            descriptor(OCI_CONFIG, &sha(&config).to_string(), config.len() as u64),
+            vec![with_urls(l)],
+        )
+    };
+    // (The CNCF registry refuses manifests with URLs by default: this one serves them.)
+    let blob = |d: &Digest| format!("blobs/{d}");
+    let server = serving(vec![
+        (
+            "manifests/held".into(),
+            OCI_MANIFEST.into(),
+            manifest_of(&layer),
+        ),
+        (
+            "manifests/missing".into(),
+            OCI_MANIFEST.into(),
+            manifest_of(&elsewhere),
+        ),
+        (
+            blob(&sha(&config)),
+            "application/octet-stream".into(),
+            config.clone(),
+        ),
+        (
+            blob(&layer.digest()),
+            "application/octet-stream".into(),
+            layer.blob.clone(),
+        ),
+    ])
+    .await;
+    // The registry holds the blob: pulled from the registry, the URL untouched.
     let local = local_store();
     let (cfg, _) = pull_config(&local.store);
-    let err = pull(
-        &cfg.with_platform(platform("linux/amd64")),
-        &image_ref(&host, "hostile/urls:missing"),
-    )
-    .await
-    .unwrap_err();
+    let cfg = cfg.with_platform(platform("linux/amd64"));
+    let result = pull(&cfg, &image_ref(&server.host(), "h/img:held"))
+        .await
+        .unwrap();
+    assert_eq!(result.layers[0].digest, layer.digest());
+    // Only the URL has it: the pull fails as not found, still without following the URL.
+    let local = local_store();
+    let (cfg, _) = pull_config(&local.store);
+    let cfg = cfg.with_platform(platform("linux/amd64"));
+    let err = pull(&cfg, &image_ref(&server.host(), "h/img:missing"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFoundOrDenied, "{err}");
     assert!(!err.is_retryable(), "{err}");
     assert!(local.store.references().unwrap().is_empty());
     assert_eq!(foreign.requests(), 0, "a descriptor URL was followed");

@@ -173,7 +173,8 @@ async fn malformed_challenges_are_clean_errors() {
         "Bearer realm=\"ftp://elsewhere/token\"",
         "Bearer service=\"no-realm\"",
         "Negotiate abc==",
-        "\u{1}\u{2}garbage",
+        "Bearer realm=\"http://[::1\"",
+        "Basic realm=\"\u{e9}\"",
         "",
     ] {
         let c = challenge.to_owned();
