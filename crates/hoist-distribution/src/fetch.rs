@@ -220,7 +220,7 @@ impl LayerDescriptor {
         let _ = blocking(move || {
             for _ in 0..200 {
                 match store.content().abort(&reference) {
-                    Err(e) if matches!(e, StoreError::Locked { .. }) => {
+                    Err(StoreError::Locked { .. }) => {
                         std::thread::sleep(std::time::Duration::from_millis(10));
                     }
                     Err(e) if e.is_not_found() => return,

@@ -71,7 +71,7 @@ async fn serving(objects: Vec<(String, String, Vec<u8>)>) -> hoist_test_support:
             if path == format!("/v2/h/img/{p}") {
                 return Answer::new("200 OK")
                     .header("Content-Type", media_type)
-                    .header("Docker-Content-Digest", &sha(bytes).to_string())
+                    .header("Docker-Content-Digest", sha(bytes).as_ref())
                     .body(bytes.clone());
             }
         }
@@ -245,7 +245,7 @@ async fn descriptor_urls_to_foreign_hosts_are_never_followed() {
     let with_urls = |l: &Layer| json!({"mediaType": OCI_NONDIST_GZIP, "digest": l.digest().to_string(), "size": l.blob.len(), "urls": [url]});
     let manifest_of = |l: &Layer| {
         oci_manifest(
-            descriptor(OCI_CONFIG, &sha(&config).to_string(), config.len() as u64),
+            descriptor(OCI_CONFIG, sha(&config).as_ref(), config.len() as u64),
             vec![with_urls(l)],
         )
     };

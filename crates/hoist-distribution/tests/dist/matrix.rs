@@ -11,7 +11,8 @@
 //!   permanent failure);
 //! - for pushes, that the registry serves the manifest and every blob with the right digest
 //!   after success, and no manifest after a failure;
-//! - for redirects, that the foreign host was reached and never saw an `Authorization` header.
+//! - for redirects, that the foreign host was reached and never saw an `Authorization` header;
+//! - for `Retry-After`, that a successful row waited for it.
 //!
 //! `docs/reliability.md` is this table rendered by [`render_table`]; the test
 //! `the_reliability_page_shows_the_matrix` keeps them equal (`HOIST_BLESS=1` rewrites it).
@@ -356,9 +357,10 @@ fn describe_outcome(row: &Row) -> String {
         Succeeds(n) if row.target == Mirror => {
             format!("succeeds from the registry ({n} mirror requests)")
         }
-        Succeeds(n) => format!("succeeds after {n} request(s)"),
+        Succeeds(n) => format!("succeeds after {}", requests(n)),
         Fails(k, retryable, n) => format!(
-            "fails, `{}`, {} after {n} request(s)",
+            "fails after {}: `{}`, {}",
+            requests(n),
             kind(k),
             if retryable {
                 "retryable"
@@ -367,6 +369,25 @@ fn describe_outcome(row: &Row) -> String {
             }
         ),
     }
+}
+
+fn requests(n: usize) -> String {
+    if n == 1 {
+        "1 request".into()
+    } else {
+        format!("{n} requests")
+    }
+}
+
+/// Whether a successful row waited for the registry's `Retry-After: 1`.
+fn check_waited(row: &Row, elapsed: Duration) -> Result<(), String> {
+    if matches!(row.fault, RetryAfter(_))
+        && matches!(row.outcome, Succeeds(_))
+        && elapsed < Duration::from_secs(1)
+    {
+        return Err(format!("Retry-After: 1 was not honoured ({elapsed:?})"));
+    }
+    Ok(())
 }
 
 /// The page's table, rendered from [`TABLES`].
@@ -679,10 +700,13 @@ async fn run_pull(env: &Env, row: &Row) -> Result<(), String> {
         .with_retry_policy(row_retries())
         .with_platform(platform("linux/amd64"));
     cfg.client = row_client(&proxy.host());
+    let started = Instant::now();
     let result = pull(&cfg, &image_ref(&proxy.host(), &format!("{NAME}:1"))).await;
+    let elapsed = started.elapsed();
     let m = matcher(row.target, &env.image);
     let seen = observed(&result, proxy.count(&m));
     expect(row, &seen)?;
+    check_waited(row, elapsed)?;
     if let Ok(r) = &result
         && r.manifest != env.image.pushed.digest
     {
@@ -820,16 +844,19 @@ async fn push_row(
     let (cfg, _) = push_config(&local.store);
     let mut cfg = cfg.with_retry_policy(row_retries()).with_chunk_size(CHUNK);
     cfg.client = row_client(target_host);
+    let started = Instant::now();
     let result = push(
         &cfg,
         &hoist_distribution::parse_reference(&reference).unwrap(),
     )
     .await;
+    let elapsed = started.elapsed();
     let seen = observed(&result, count());
     if let Some(t) = token {
         t.fail_next(0);
     }
     expect(row, &seen)?;
+    check_waited(row, elapsed)?;
     // What the registry serves now.
     let repo = repo_with_creds(direct, dst);
     match result {
