@@ -134,7 +134,15 @@ pub struct PullConfig {
     pub unpack: bool,
     /// How many tags [`crate::pull_all_tags`] pulls at once.
     pub tag_concurrency: usize,
+    /// Most bytes one layer may unpack to (its tar stream and the file contents in it): the
+    /// guard against decompression bombs. Over it, the pull fails with
+    /// [`Error::LayerTooLarge`] and keeps nothing of the layer. Default
+    /// [`DEFAULT_MAX_LAYER_BYTES`].
+    pub max_layer_bytes: u64,
 }
+
+/// The default [`PullConfig::max_layer_bytes`]: 64 GiB.
+pub const DEFAULT_MAX_LAYER_BYTES: u64 = hoist_store::layer::DEFAULT_MAX_BYTES;
 
 impl fmt::Debug for PullConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -144,6 +152,7 @@ impl fmt::Debug for PullConfig {
             .field("platform", &self.platform)
             .field("unpack", &self.unpack)
             .field("tag_concurrency", &self.tag_concurrency)
+            .field("max_layer_bytes", &self.max_layer_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -167,7 +176,14 @@ impl PullConfig {
             config_types: default_config_types(),
             unpack: true,
             tag_concurrency: DEFAULT_TAG_CONCURRENCY,
+            max_layer_bytes: DEFAULT_MAX_LAYER_BYTES,
         })
+    }
+
+    /// Sets [`PullConfig::max_layer_bytes`] (at least 1).
+    pub fn with_max_layer_bytes(mut self, max_layer_bytes: u64) -> Self {
+        self.max_layer_bytes = max_layer_bytes.max(1);
+        self
     }
 
     /// Sets the mirrors.

@@ -259,6 +259,20 @@ pub enum Error {
         source: hoist_store::layer::LayerError,
     },
 
+    /// A layer unpacks to more than the pull allows: a decompression bomb, or a layer larger
+    /// than [`crate::PullConfig::max_layer_bytes`].
+    #[error(
+        "layer {blob} unpacks to more than {limit} {what}, the limit for one layer; if the image is trusted, raise max_layer_bytes"
+    )]
+    LayerTooLarge {
+        /// The layer blob.
+        blob: Digest,
+        /// The limit in force.
+        limit: u64,
+        /// What was counted ("bytes" or "entries").
+        what: &'static str,
+    },
+
     /// The local store failed.
     #[error("{context}: {source}")]
     Store {
@@ -357,7 +371,8 @@ impl Error {
             | Error::InvalidConfig { .. }
             | Error::DiffIdMismatch { .. }
             | Error::RootfsMismatch { .. }
-            | Error::Corrupt { .. } => ErrorKind::Corrupt,
+            | Error::Corrupt { .. }
+            | Error::LayerTooLarge { .. } => ErrorKind::Corrupt,
             Error::ShortBlob { .. } => ErrorKind::Network,
             Error::ImageConfigPull { source, .. } => source.kind(),
             Error::Layer { source, .. } => {

@@ -65,6 +65,8 @@ pub(crate) struct PullContext {
     pub fetched: AtomicU64,
     /// Whether any layer data has moved (after which the pull no longer falls back).
     pub moved: AtomicBool,
+    /// Most bytes a layer may unpack to (see [`crate::PullConfig::max_layer_bytes`]).
+    pub max_layer_bytes: u64,
 }
 
 /// The display id of a blob: the first 12 hex digits of its digest, as Docker shows layers.
@@ -128,6 +130,19 @@ enum Start {
     Pipeline(Box<Pipeline>),
     /// The blob is already in the content store.
     Present,
+}
+
+/// The error of a layer that unpacks to more than the limit: permanent (fetching it again cannot
+/// help), and not a corruption to fetch again for.
+fn too_large(e: &LayerError, digest: &Digest) -> Option<Failure> {
+    match e {
+        LayerError::LimitExceeded { limit, what } => Some(permanent(Error::LayerTooLarge {
+            blob: digest.clone(),
+            limit: *limit,
+            what,
+        })),
+        _ => None,
+    }
 }
 
 /// Is a failed extraction the data's fault (fetch again) rather than the machine's?
@@ -195,6 +210,31 @@ impl LayerDescriptor {
         Ok(())
     }
 
+    /// Removes the blob's ingest after a permanent failure: its bytes can never become the
+    /// blob, so nothing is kept for a resume. Waits (briefly) for the ingest task to let go of
+    /// the writer; an ingest still held after that (another process) is left alone.
+    async fn discard_ingest(&self) {
+        lock(&self.state).take();
+        let store = self.cx.store.clone();
+        let reference = ingest_reference(self.digest());
+        let _ = blocking(move || {
+            for _ in 0..200 {
+                match store.content().abort(&reference) {
+                    Err(StoreError::Locked { .. }) => {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    Err(e) if e.is_not_found() => return,
+                    Err(e) => {
+                        tracing::warn!(%reference, error = %e, "could not remove a failed ingest");
+                        return;
+                    }
+                    Ok(()) => return,
+                }
+            }
+        })
+        .await;
+    }
+
     /// Opens the ingest (from byte 0 when `restart`) and starts the tasks.
     async fn start(&self, restart: bool) -> Result<Start, Failure> {
         self.lease().await?;
@@ -234,7 +274,11 @@ impl LayerDescriptor {
             None => Extraction::Skip,
             Some(_) if offset > 0 => Extraction::AfterCommit,
             Some(layers) => {
-                let (tx, handle) = spawn_extraction(layers.clone(), self.layer.compression);
+                let (tx, handle) = spawn_extraction(
+                    layers.clone(),
+                    self.layer.compression,
+                    self.cx.max_layer_bytes,
+                );
                 Extraction::Streaming {
                     tx: Some(tx),
                     handle,
@@ -361,6 +405,7 @@ impl LayerDescriptor {
                 };
                 match result {
                     Ok(s) => Some(s),
+                    Err(e) if let Some(f) = too_large(&e, &digest) => return Err(f),
                     // The bytes are the registry's verified blob: the layer itself is broken.
                     Err(e) if data_fault(&e) => {
                         return Err(permanent(Error::Corrupt {
@@ -394,10 +439,16 @@ impl LayerDescriptor {
         let store = self.cx.store.clone();
         let digest = self.digest().clone();
         let compression = self.layer.compression;
-        blocking(move || stage_from_blob(&store, &layers, &digest, compression, None))
+        let max_bytes = self.cx.max_layer_bytes;
+        blocking(move || stage_from_blob(&store, &layers, &digest, compression, None, max_bytes))
             .await
             .map_err(fatal)?
             .map_err(|e| match e {
+                Error::Layer { ref source, .. }
+                    if let Some(f) = too_large(source, self.digest()) =>
+                {
+                    f
+                }
                 Error::Layer { ref source, .. } if data_fault(source) => {
                     permanent(Error::Corrupt {
                         blob: self.digest().clone(),
@@ -521,12 +572,13 @@ fn spawn_ingest(
 fn spawn_extraction(
     layers: LayerStore,
     compression: Compression,
+    max_bytes: u64,
 ) -> (mpsc::Sender<Feed>, JoinHandle<Staged>) {
     let (tx, rx) = mpsc::channel::<Feed>(CHANNEL_CHUNKS);
     let handle = tokio::task::spawn_blocking(move || {
         let decoded = decompress(ChannelReader::new(rx), compression)
             .map_err(|source| LayerError::Source { source })?;
-        layers.stage(decoded, &stage_options(None))
+        layers.stage(decoded, &stage_options(None, max_bytes))
     });
     (tx, handle)
 }
@@ -558,6 +610,7 @@ async fn feed_extraction(
             *early = Some(Ok(staged));
             Ok(())
         }
+        Err(e) if let Some(f) = too_large(&e, digest) => Err(f),
         Err(e) if data_fault(&e) => Err(Failure::Corrupt(format!("{e}"))),
         Err(e) => Err(fatal(Error::Layer {
             blob: digest.clone(),
@@ -612,10 +665,16 @@ impl DownloadDescriptor for LayerDescriptor {
             match self.attempt(&ctx, restart).await {
                 Ok(staged) => return Ok(staged),
                 Err(Failure::Resumable(e)) => return Err(Box::new(e)),
-                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Fatal(e)) => {
+                    if hoist_xfer::is_do_not_retry(&*e) {
+                        self.discard_ingest().await;
+                    }
+                    return Err(e);
+                }
                 Err(Failure::Corrupt(reason)) => {
                     lock(&self.state).take();
                     if self.corrupt_seen.swap(true, Ordering::AcqRel) {
+                        self.discard_ingest().await;
                         return Err(Box::new(DoNotRetry::new(Error::Corrupt {
                             blob: self.digest().clone(),
                             reason,

@@ -147,6 +147,7 @@ impl hoist_xfer::LayerStore for LocalLayers {
                     &staged.blob,
                     staged.compression,
                     Some(&staged.diff_id),
+                    hoist_store::layer::DEFAULT_MAX_BYTES,
                 )?,
             };
             let (layer, lease) = layers

@@ -39,12 +39,14 @@ pub mod manifest;
 pub mod platform;
 pub mod pull;
 pub mod push;
+mod retrying;
 mod stream;
 pub mod transport;
 pub mod unpack;
 
 pub use config::{
-    EventAction, EventLogger, ImageEvent, PullConfig, PushConfig, classify, retry_policy,
+    DEFAULT_MAX_LAYER_BYTES, EventAction, EventLogger, ImageEvent, PullConfig, PushConfig,
+    classify, retry_policy,
 };
 pub use endpoint::{Registries, translate_pull_error};
 pub use error::{Error, ErrorKind, Result};

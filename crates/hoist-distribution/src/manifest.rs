@@ -69,6 +69,10 @@ pub const IMAGE_CONFIG_TYPES: &[&str] = &[
     "",
 ];
 
+/// Most layers an image manifest may list. Real images stay far below (overlay filesystems
+/// stack at most a few hundred); a manifest with more is refused before anything is fetched.
+pub const MAX_LAYERS: usize = 1000;
+
 /// The config media types of Docker plugins.
 pub const PLUGIN_CONFIG_TYPES: &[&str] = &[PLUGIN_CONFIG];
 
@@ -335,6 +339,12 @@ pub fn parse(
         .config
         .ok_or_else(|| invalid("an image manifest needs a config".into()))?;
     let layers = raw.layers.unwrap_or_default();
+    if layers.len() > MAX_LAYERS {
+        return Err(invalid(format!(
+            "it lists {} layers; hoist pulls images of at most {MAX_LAYERS} layers",
+            layers.len()
+        )));
+    }
     // An AI model is recognised by its config or any layer, before anything else is judged.
     let ai = std::iter::once(&config.media_type)
         .chain(layers.iter().map(|l| &l.media_type))

@@ -23,7 +23,7 @@ use hoist_registry::{ImageRef, Manifest, Repository};
 use hoist_store::{
     Descriptor, Digest, ImagePlatform, ImageRecord, LeaseOptions, LeaseResource, MediaType, Store,
 };
-use hoist_xfer::{LayerDownloadManager, RootFs};
+use hoist_xfer::{LayerDownloadManager, RetryPolicy, RootFs};
 use tokio::sync::watch;
 
 use crate::blocking::blocking;
@@ -36,6 +36,7 @@ use crate::fetch::{LayerDescriptor, PullContext};
 use crate::layers::BlobLayers;
 use crate::manifest::{self, ImageConfig, ImageManifest, Parsed};
 use crate::platform::Platform;
+use crate::retrying::retrying;
 
 /// Indexes nested deeper than this are refused.
 const MAX_INDEX_DEPTH: usize = 4;
@@ -179,6 +180,7 @@ struct Resolved {
 
 fn select_image<'a>(
     repo: &'a Repository,
+    policy: &'a RetryPolicy,
     manifest: Manifest,
     wanted: &'a Platform,
     reference: &'a str,
@@ -217,10 +219,13 @@ fn select_image<'a>(
         let mut last = None;
         for entry in candidates {
             let digest = &entry.descriptor.digest;
-            let child = repo
-                .get_manifest(digest.as_ref())
-                .await
-                .map_err(|e| Error::registry(format!("fetching manifest {digest}"), e))?;
+            let what = format!("fetching manifest {digest}");
+            let child = retrying(policy, &what, || async {
+                repo.get_manifest(digest.as_ref())
+                    .await
+                    .map_err(|e| Error::registry(what.clone(), e))
+            })
+            .await?;
             manifest::verify_digest(digest, &child.bytes)?;
             if child.bytes.len() as u64 != entry.descriptor.size {
                 return Err(Error::InvalidManifest {
@@ -232,7 +237,17 @@ fn select_image<'a>(
                     ),
                 });
             }
-            match select_image(repo, child, wanted, reference, config_types, depth + 1).await {
+            match select_image(
+                repo,
+                policy,
+                child,
+                wanted,
+                reference,
+                config_types,
+                depth + 1,
+            )
+            .await
+            {
                 Ok(mut resolved) => {
                     resolved.manifests.insert(0, manifest);
                     return Ok(resolved);
@@ -258,6 +273,7 @@ fn known_diff_ids(store: &Store, blobs: &[Digest]) -> Vec<Option<Digest>> {
 /// Fetches, stores and parses the image config; publishes it (or the failure) on `tx`.
 async fn fetch_config(
     repo: &Repository,
+    policy: &RetryPolicy,
     store: &Store,
     image: &ImageManifest,
     fetched: &AtomicU64,
@@ -275,10 +291,13 @@ async fn fetch_config(
             });
         }
         let limit = image.config.size.max(1);
-        let bytes = repo
-            .get_blob_bytes(digest, limit)
-            .await
-            .map_err(|e| Error::registry(format!("fetching blob {digest}"), e))?;
+        let what = format!("fetching blob {digest}");
+        let bytes = retrying(policy, &what, || async {
+            repo.get_blob_bytes(digest, limit)
+                .await
+                .map_err(|e| Error::registry(what.clone(), e))
+        })
+        .await?;
         fetched.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let config = manifest::parse_config(digest, &bytes)?;
         if config.diff_ids.len() != image.layers.len() {
@@ -318,15 +337,28 @@ async fn pull_from(
 ) -> Result<PullResult> {
     let repo = &endpoint.repository;
     let familiar = reference.familiar();
-    let top = repo
-        .get_manifest(reference.manifest_reference())
-        .await
-        .map_err(|e| Error::registry(format!("fetching the manifest of {familiar}"), e))?;
+    let policy = config.download_manager.retry_policy();
+    let what = format!("fetching the manifest of {familiar}");
+    let top = retrying(policy, &what, || async {
+        repo.get_manifest(reference.manifest_reference())
+            .await
+            .map_err(|e| Error::registry(what.clone(), e))
+    })
+    .await?;
     if let Some(d) = reference.digest() {
         manifest::verify_digest(d, &top.bytes)?;
     }
     let wanted = config.wanted_platform();
-    let resolved = select_image(repo, top, &wanted, &familiar, &config.config_types, 0).await?;
+    let resolved = select_image(
+        repo,
+        policy,
+        top,
+        &wanted,
+        &familiar,
+        &config.config_types,
+        0,
+    )
+    .await?;
     let manifest_bytes: u64 = resolved
         .manifests
         .iter()
@@ -390,8 +422,9 @@ async fn pull_from(
         lease: Arc::clone(&lease),
         fetched: AtomicU64::new(manifest_bytes),
         moved: AtomicBool::new(false),
+        max_layer_bytes: config.max_layer_bytes,
     });
-    let fetch_cfg = fetch_config(repo, &store, &image, &cx.fetched, &config_tx);
+    let fetch_cfg = fetch_config(repo, policy, &store, &image, &cx.fetched, &config_tx);
 
     let (image_config, rootfs) = if config.unpack {
         let descriptors: Vec<LayerDescriptor> = image

@@ -25,7 +25,8 @@ use bytes::Bytes;
 use hoist_registry::{ByteStream, ImageRef, ManifestKind, MountResult, Repository, UploadSession};
 use hoist_store::{Digest, Store};
 use hoist_xfer::{
-    BoxError, Progress, ProgressOutput, SharedProgress, UploadContext, UploadDescriptor,
+    BoxError, Progress, ProgressOutput, RetryPolicy, SharedProgress, UploadContext,
+    UploadDescriptor,
 };
 use tokio::sync::mpsc;
 
@@ -37,6 +38,7 @@ use crate::fetch::short_id;
 use crate::layers::lock;
 use crate::manifest::{self, BlobRef, ImageManifest, Parsed};
 use crate::pull::MAX_CONFIG_SIZE;
+use crate::retrying::retrying;
 
 /// Largest manifest read from the store.
 const MAX_MANIFEST_SIZE: u64 = 4 << 20;
@@ -422,7 +424,15 @@ pub async fn push(config: &PushConfig, reference: &ImageRef) -> Result<PushResul
                     .await?,
                 );
             }
-            put_manifest(&repo, &put_as, &media_type, &digest, bytes).await?;
+            put_manifest(
+                config.upload_manager.retry_policy(),
+                &repo,
+                &put_as,
+                &media_type,
+                &digest,
+                bytes,
+            )
+            .await?;
             digest
         } else {
             let wanted = config.wanted_platform();
@@ -504,12 +514,29 @@ pub async fn push(config: &PushConfig, reference: &ImageRef) -> Result<PushResul
 }
 
 /// `PUT`s a manifest unless the registry already has it under `put_as`.
+/// Retried by `policy` (a `PUT` of the same bytes is idempotent).
 async fn put_manifest(
+    policy: &RetryPolicy,
     repo: &Repository,
     put_as: &str,
     media_type: &str,
     digest: &Digest,
     bytes: Vec<u8>,
+) -> Result<()> {
+    let bytes = Bytes::from(bytes);
+    let what = format!("pushing manifest {digest} as {put_as}");
+    retrying(policy, &what, || {
+        put_manifest_once(repo, put_as, media_type, digest, bytes.clone())
+    })
+    .await
+}
+
+async fn put_manifest_once(
+    repo: &Repository,
+    put_as: &str,
+    media_type: &str,
+    digest: &Digest,
+    bytes: Bytes,
 ) -> Result<()> {
     match repo.head_manifest(put_as).await {
         Ok(head) if head.digest.as_ref() == Some(digest) => return Ok(()),
@@ -517,7 +544,7 @@ async fn put_manifest(
         Err(e) if e.is_not_found() => {}
         Err(e) => return Err(Error::registry(format!("checking manifest {put_as}"), e)),
     }
-    repo.put_manifest(put_as, media_type, Bytes::from(bytes))
+    repo.put_manifest(put_as, media_type, bytes)
         .await
         .map_err(|e| Error::registry(format!("pushing manifest {digest} as {put_as}"), e))?;
     Ok(())
@@ -608,18 +635,25 @@ async fn push_image(
 
     // The config, then the manifest.
     let cfg_digest = config_ref.digest.clone();
-    let has_config = cx
-        .repo
-        .head_blob(&cfg_digest)
-        .await
-        .map_err(|e| Error::registry(format!("checking blob {cfg_digest}"), e))?;
-    if has_config.is_none() {
-        cx.repo
-            .push_blob_bytes(&cfg_digest, Bytes::from(config_bytes))
+    let policy = config.upload_manager.retry_policy();
+    let config_bytes = Bytes::from(config_bytes);
+    let what = format!("pushing config {cfg_digest}");
+    retrying(policy, &what, || async {
+        let has_config = cx
+            .repo
+            .head_blob(&cfg_digest)
             .await
-            .map_err(|e| Error::registry(format!("pushing config {cfg_digest}"), e))?;
-    }
-    put_manifest(&cx.repo, put_as, media_type, digest, bytes).await?;
+            .map_err(|e| Error::registry(format!("checking blob {cfg_digest}"), e))?;
+        if has_config.is_none() {
+            cx.repo
+                .push_blob_bytes(&cfg_digest, config_bytes.clone())
+                .await
+                .map_err(|e| Error::registry(what.clone(), e))?;
+        }
+        Ok(())
+    })
+    .await?;
+    put_manifest(policy, &cx.repo, put_as, media_type, digest, bytes).await?;
 
     // Remember the repository as a source of every blob, for later mounts.
     let store = config.store.clone();

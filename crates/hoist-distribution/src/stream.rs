@@ -89,9 +89,10 @@ pub(crate) fn decompress<'a>(
     })
 }
 
-/// Stage options for a layer.
-pub(crate) fn stage_options(expected: Option<&Digest>) -> StageOptions {
-    let options = StageOptions::default();
+/// Stage options for a layer that may unpack to at most `max_bytes` (see
+/// [`crate::PullConfig::max_layer_bytes`]).
+pub(crate) fn stage_options(expected: Option<&Digest>, max_bytes: u64) -> StageOptions {
+    let options = StageOptions::default().max_bytes(max_bytes);
     match expected {
         Some(d) => options.expect_diff_id(d.clone()),
         None => options,
@@ -106,6 +107,7 @@ pub(crate) fn stage_from_blob(
     blob: &Digest,
     compression: Compression,
     expected_diff_id: Option<&Digest>,
+    max_bytes: u64,
 ) -> Result<StagedLayer> {
     let reader = store
         .content()
@@ -118,7 +120,7 @@ pub(crate) fn stage_from_blob(
     let decoded =
         decompress(reader, compression).map_err(|e| layer_err(LayerError::Source { source: e }))?;
     layers
-        .stage(decoded, &stage_options(expected_diff_id))
+        .stage(decoded, &stage_options(expected_diff_id, max_bytes))
         .map_err(layer_err)
 }
 

@@ -108,6 +108,7 @@ pub fn ensure_layers(store: &Store, reference: &str, platform: &Platform) -> Res
                     &layer.blob.digest,
                     layer.compression,
                     Some(diff_id),
+                    hoist_store::layer::DEFAULT_MAX_BYTES,
                 )?;
                 layers
                     .commit(parent.as_ref(), staged)

@@ -435,7 +435,7 @@ impl RegistryClient {
     ) -> Result<Option<String>> {
         let mut challenges = Vec::new();
         for v in headers.get_all(header::WWW_AUTHENTICATE) {
-            let s = v.to_str().map_err(|_| Error::InvalidResponse {
+            let s = v.to_str().map_err(|_| Error::UnusableChallenge {
                 url: crate::client::redact_url(url),
                 reason: "WWW-Authenticate is not valid text".into(),
             })?;
@@ -447,9 +447,9 @@ impl RegistryClient {
             challenges.extend(parsed);
         }
         let (scheme, scope) =
-            auth::scheme_from_challenges(&challenges).ok_or_else(|| Error::InvalidResponse {
+            auth::scheme_from_challenges(&challenges).ok_or_else(|| Error::UnusableChallenge {
                 url: crate::client::redact_url(url),
-                reason: "401 without a Basic or Bearer challenge".into(),
+                reason: "a 401 without a Basic or Bearer challenge".into(),
             })?;
         let mut all = lock(&self.inner.auth);
         let entry = all.entry(host.to_owned()).or_default();
@@ -556,6 +556,15 @@ impl RegistryClient {
         };
         let realm_url =
             Url::parse(realm).map_err(|e| token_err(format!("invalid realm URL: {e}"), false))?;
+        if !matches!(realm_url.scheme(), "http" | "https") {
+            return Err(token_err(
+                format!(
+                    "the realm uses {}://; a token service must be reached over http(s)",
+                    realm_url.scheme()
+                ),
+                false,
+            ));
+        }
         let creds = self.credentials_for(host)?;
         let creds = creds.filter(|_| auth::realm_may_receive_credentials(&realm_url));
         let http = self.http_for(host);

@@ -167,6 +167,16 @@ pub enum Error {
         source: ChallengeError,
     },
 
+    /// A `401` whose `WWW-Authenticate` offers nothing hoist can answer (no Basic or Bearer
+    /// challenge, or a header that is not text). Asking again gets the same answer.
+    #[error("{url} asks for authentication hoist cannot give: {reason}")]
+    UnusableChallenge {
+        /// The URL whose answer carried it.
+        url: String,
+        /// What is wrong with the challenge.
+        reason: String,
+    },
+
     /// Credentials could not be looked up.
     #[error(transparent)]
     Credentials(#[from] CredentialError),
@@ -257,6 +267,7 @@ impl Error {
             | Error::Config { .. }
             | Error::Reference(_)
             | Error::Challenge { .. }
+            | Error::UnusableChallenge { .. }
             | Error::Credentials(_)
             | Error::Range { .. }
             | Error::Cancelled => false,

@@ -10,6 +10,8 @@
 //!   with a per-user [`TokenPolicy`], request counters and failure knobs.
 //! - [`FaultProxy`]: a reverse proxy that resets, stalls, truncates, corrupts,
 //!   redirects or refuses requests picked by [`Rule`]s, and logs every request.
+//! - [`HostileServer`]: a server whose answers tests write byte for byte (huge headers,
+//!   endless bodies, malformed challenges), for what no real registry sends.
 //!
 //! The token server and the proxy run as tasks on the Tokio runtime that started them
 //! (each `#[tokio::test]` has its own), so start them in the test that uses them. A
@@ -31,6 +33,7 @@
 //! ```
 
 mod error;
+mod hostile;
 mod proxy;
 mod registry;
 mod serve;
@@ -39,6 +42,7 @@ mod token;
 mod upstream;
 
 pub use error::{Error, Result};
+pub use hostile::{Answer, AnswerBody, HostileServer};
 pub use proxy::{Action, FaultProxy, Listener, LogEntry, Matcher, Occurrence, Rule};
 pub use registry::{DEFAULT_BINARY, LogLevel, Registry, RegistryBuilder};
 pub use token::{

@@ -281,6 +281,17 @@ impl RetryPolicy {
         }
     }
 
+    /// The delay before retrying after failed attempt number `attempt` (1-based) ended with
+    /// `err`, or `None` to stop: the attempts are used up, the error is not retryable, or it
+    /// demands a `Retry-After` longer than the policy waits. For callers running their own
+    /// attempt loop (the transfer managers have theirs).
+    pub fn delay_after(&self, err: &(dyn Error + 'static), attempt: u32) -> Option<Duration> {
+        if attempt >= self.max_attempts {
+            return None;
+        }
+        self.next_delay(self.classify(err), attempt)
+    }
+
     /// The delay before the next attempt, or `None` to stop retrying.
     fn next_delay(&self, decision: RetryDecision, attempt: u32) -> Option<Duration> {
         match decision {

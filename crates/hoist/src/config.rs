@@ -6,6 +6,7 @@
 //! concurrent_downloads = 3
 //! concurrent_uploads = 5
 //! max_attempts = 5
+//! max_layer_bytes = 68719476736   # most bytes one layer may unpack to (decompression bombs)
 //!
 //! [registries."docker.io"]
 //! mirrors = ["127.0.0.1:5001"]
@@ -48,6 +49,10 @@ pub struct Transfers {
     /// Attempts per layer before giving up.
     #[serde(default = "default_attempts")]
     pub max_attempts: u32,
+    /// Most bytes one layer may unpack to; a layer over it fails the pull (a decompression
+    /// bomb guard).
+    #[serde(default = "default_max_layer_bytes")]
+    pub max_layer_bytes: u64,
 }
 
 impl Default for Transfers {
@@ -56,8 +61,13 @@ impl Default for Transfers {
             concurrent_downloads: default_downloads(),
             concurrent_uploads: default_uploads(),
             max_attempts: default_attempts(),
+            max_layer_bytes: default_max_layer_bytes(),
         }
     }
+}
+
+fn default_max_layer_bytes() -> u64 {
+    hoist_distribution::DEFAULT_MAX_LAYER_BYTES
 }
 
 fn default_downloads() -> usize {
@@ -158,6 +168,10 @@ mod tests {
         assert!(c.registries["r:5000"].insecure);
         assert_eq!(c.transfers.concurrent_downloads, 6);
         assert_eq!(c.transfers.max_attempts, 5);
+        assert_eq!(
+            c.transfers.max_layer_bytes,
+            hoist_distribution::DEFAULT_MAX_LAYER_BYTES
+        );
         assert_eq!(c.registries["docker.io"].mirrors, vec!["127.0.0.1:5001"]);
         let hosts = c.host_configs();
         assert_eq!(hosts.len(), 2);

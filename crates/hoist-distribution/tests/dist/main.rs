@@ -7,6 +7,7 @@ mod chunked;
 mod errors;
 mod faults;
 mod hostile;
+mod matrix;
 mod mirror;
 mod pull;
 mod push;

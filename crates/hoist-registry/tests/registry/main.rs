@@ -5,6 +5,7 @@
 mod auth;
 mod blobs;
 mod faults;
+mod hostile;
 mod manifests;
 mod ranges;
 mod tags;

@@ -11,6 +11,7 @@
 //! for redirect tests.
 
 mod body;
+mod hostile;
 mod log;
 mod rules;
 
@@ -316,6 +317,7 @@ async fn handle(
     lock(&entry).fault = action.clone();
 
     let response = match &action {
+        Some(Action::StallBeforeResponse) => return hostile::never_answer(req).await,
         Some(Action::ResetBeforeResponse) => {
             control.reset_now();
             return std::future::pending().await;

@@ -157,6 +157,8 @@ pub enum Action {
     /// credentials of the redirected request, like a pre-signed storage URL) and
     /// records whether an `Authorization` header reached it.
     RedirectToForeignHost,
+    /// Reads the request, then never answers (see `hostile.rs`): a registry that hangs.
+    StallBeforeResponse,
 }
 
 impl Action {

@@ -34,6 +34,7 @@ pub async fn pull(ctx: &Context, args: PullArgs) -> anyhow::Result<()> {
     let mut config = PullConfig::new(client, store)?
         .with_registries(ctx.config.mirrors())
         .with_unpack(!args.no_unpack)
+        .with_max_layer_bytes(ctx.config.transfers.max_layer_bytes)
         .with_progress(render.output());
     config
         .download_manager
