@@ -12,6 +12,7 @@
 
 mod body;
 mod log;
+mod received;
 mod rules;
 
 use std::collections::HashMap;
@@ -38,6 +39,7 @@ use crate::sys;
 use crate::upstream::{self, Body};
 use body::{BodyFault, ConnControl, ControlledIo, Ending, FaultBody};
 use log::{RequestLog, lock};
+use received::CountingBody;
 use rules::RuleSet;
 
 /// Path prefix of redirect targets on the foreign host: `/_redirect/<id>/v2/...`.
@@ -199,6 +201,15 @@ impl FaultProxy {
         self.requests(matcher).iter().map(|e| e.bytes_sent).sum()
     }
 
+    /// Request body bytes the proxy listener received (and passed on) for the requests
+    /// `matcher` selects: what a client uploaded.
+    pub fn bytes_received(&self, matcher: &Matcher) -> u64 {
+        self.requests(matcher)
+            .iter()
+            .map(|e| e.bytes_received)
+            .sum()
+    }
+
     /// The requests the foreign host received.
     pub fn foreign_requests(&self) -> Vec<LogEntry> {
         self.log()
@@ -307,6 +318,7 @@ async fn handle(
         fault: None,
         status: None,
         bytes_sent: 0,
+        bytes_received: 0,
         completed: false,
     });
     let action = match listener {
@@ -340,6 +352,7 @@ async fn handle(
             resp
         }
         _ => {
+            let req = req.map(|body| CountingBody::new(body, Arc::clone(&entry)));
             forward(
                 shared,
                 listener,
@@ -435,7 +448,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 async fn forward(
     shared: &Shared,
     listener: Listener,
-    req: Request<Incoming>,
+    req: Request<CountingBody>,
     path: &str,
     query: Option<&str>,
     stored_auth: Option<HeaderValue>,
@@ -446,8 +459,7 @@ async fn forward(
         Some(q) => format!("{path}?{q}"),
         None => path.to_owned(),
     };
-    let mut upstream_req: Request<Body> =
-        Request::new(body.map_err(|e| -> upstream::BoxError { e.into() }).boxed());
+    let mut upstream_req: Request<Body> = Request::new(body.boxed());
     *upstream_req.method_mut() = parts.method;
     match target.parse() {
         Ok(uri) => *upstream_req.uri_mut() = uri,
