@@ -63,6 +63,10 @@ fn seed_layout(registry: &Registry, repo: &str, layout: &Path) -> BigImage {
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
     let digest = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
+    let tag = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
+        .as_str()
+        .unwrap_or("latest")
+        .to_owned();
     let hex = digest.strip_prefix("sha256:").unwrap();
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap())
@@ -84,7 +88,7 @@ fn seed_layout(registry: &Registry, repo: &str, layout: &Path) -> BigImage {
             "-q",
             "--preserve-digests",
             "--dest-tls-verify=false",
-            &format!("oci:{}@{digest}", layout.display()),
+            &format!("oci:{}:{tag}", layout.display()),
             &format!("docker://{}/{repo}:v1", registry.host()),
         ])
         .status()
@@ -231,8 +235,8 @@ async fn a_pull_killed_at_random_moments_resumes_and_ends_sound() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let full_ms = (started.elapsed().as_millis() as u64).max(50);
-    for run in 0..runs {
-        let seed = base.wrapping_add(run);
+    for run_no in 0..runs {
+        let seed = base.wrapping_add(run_no);
         let root = home.path().join(format!("store-{seed}"));
         proxy.clear_log();
         // Kill the pull after a random moment (maybe before it starts, maybe after it ends).

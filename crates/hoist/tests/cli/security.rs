@@ -151,10 +151,11 @@ async fn with_token_auth_secrets_stay_out_of_logs_scopes_are_minimal_and_config_
     assert!(mount_source_seen, "the mount never asked for its source");
 
     // Pull, tags and inspect ask for pull only.
+    let app_repo = format!("{host}/sec/app");
     for args in [
-        vec!["-vv", "pull", &app],
-        vec!["-vv", "tags", &format!("{host}/sec/app")],
-        vec!["-vv", "inspect", &app],
+        ["-vv", "pull", app.as_str()],
+        ["-vv", "tags", app_repo.as_str()],
+        ["-vv", "inspect", app.as_str()],
     ] {
         tokens.clear_requests();
         let fresh = home.path().join("fresh");
@@ -188,7 +189,6 @@ async fn debug_output_of_clients_and_credentials_never_shows_a_secret() {
         .user(USER, PASSWORD)
         .grant(USER, "*", &["pull", "push"]);
     let registry = Registry::start_with_token_auth(policy).await.unwrap();
-    seed_image(&Registry::start().await.unwrap(), "x/y", "v1").await;
     let creds = Credentials::basic(USER, PASSWORD);
     assert_no_secret("Credentials", &format!("{creds:?} {creds}"));
     let token = Credentials::identity_token(Some(USER.into()), "eyJidentity");
