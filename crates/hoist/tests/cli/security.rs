@@ -389,7 +389,7 @@ async fn store_files_are_never_writable_by_others_and_the_database_is_private_wh
     for private in ["layers", "tmp"] {
         assert_eq!(mode(&root.join(private)), 0o700, "{private}/");
     }
-    let mut paths = Vec::new();
+    let mut paths = vec![root.clone()];
     walk(&root, &["layers", "tmp"], &mut paths);
     assert!(paths.contains(&ingest_data), "{paths:?}");
     for path in &paths {
