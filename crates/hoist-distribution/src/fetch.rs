@@ -236,28 +236,44 @@ impl LayerDescriptor {
     }
 
     /// Opens the ingest (from byte 0 when `restart`) and starts the tasks.
-    async fn start(&self, restart: bool) -> Result<Start, Failure> {
+    ///
+    /// When another process is ingesting the same blob (a concurrent pull into the same store),
+    /// this waits for it, showing "Waiting for another hoist", and then uses the blob it
+    /// committed; if that process dies instead, its lock is released and this one resumes its
+    /// bytes. Either way the blob is fetched once.
+    async fn start(&self, restart: bool, ctx: &DownloadContext) -> Result<Start, Failure> {
         self.lease().await?;
         let store = self.cx.store.clone();
         let digest = self.digest().clone();
         let size = self.size();
-        let opened = blocking(move || -> Result<Option<Writer>, StoreError> {
-            let mut w =
-                match store
-                    .content()
-                    .writer(&ingest_reference(&digest), Some(&digest), Some(size))
-                {
-                    Ok(w) => w,
-                    Err(e) if e.is_already_exists() => return Ok(None),
-                    Err(e) => return Err(e),
-                };
+        let open = move |wait: bool| -> Result<Option<Writer>, StoreError> {
+            let content = store.content();
+            let reference = ingest_reference(&digest);
+            let opened = if wait {
+                content.writer(&reference, Some(&digest), Some(size))
+            } else {
+                content.try_writer(&reference, Some(&digest), Some(size))
+            };
+            let mut w = match opened {
+                Ok(w) => w,
+                Err(e) if e.is_already_exists() => return Ok(None),
+                Err(e) => return Err(e),
+            };
             if restart && w.offset() > 0 {
                 w.reset()?;
             }
             Ok(Some(w))
-        })
-        .await
-        .map_err(fatal)?;
+        };
+        let again = open.clone();
+        let opened = match blocking(move || open(false)).await.map_err(fatal)? {
+            Err(StoreError::Locked { .. }) => {
+                ctx.progress()
+                    .update(Progress::new(ctx.id(), "Waiting for another hoist"));
+                tracing::debug!(blob = %self.digest(), "another process is fetching this blob; waiting");
+                blocking(move || again(true)).await.map_err(fatal)?
+            }
+            other => other,
+        };
         let writer = match opened {
             Ok(Some(w)) => w,
             Ok(None) => return Ok(Start::Present),
@@ -514,7 +530,7 @@ impl LayerDescriptor {
         };
         let mut pipeline = match kept {
             Some(p) => p,
-            None => match self.start(restart).await? {
+            None => match self.start(restart, ctx).await? {
                 Start::Pipeline(p) => *p,
                 Start::Present => {
                     let staged = match self.cx.layers {

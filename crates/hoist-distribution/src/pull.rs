@@ -382,6 +382,10 @@ async fn pull_from(
             .map(|m| m.digest.clone())
             .collect();
         blobs.push(image.config.digest.clone());
+        // The layer blobs too: one the store already holds (another image's) is not downloaded,
+        // so nothing else would protect it from a gc racing this pull before the reference is
+        // written.
+        blobs.extend(image.layers.iter().map(|l| l.blob.digest.clone()));
         let manifests: Vec<(Vec<u8>, Digest)> = resolved
             .manifests
             .iter()

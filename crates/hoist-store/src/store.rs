@@ -42,6 +42,9 @@ impl Store {
     /// written by another tool is adopted as it is.
     pub fn open(root: impl AsRef<Path>) -> Result<Store> {
         let root = root.as_ref();
+        // The root first, with the store's directory mode: the layer store would create it
+        // with its private one.
+        durable::create_dir_all(root)?;
         let layers = LayerStore::open(root)?;
         Self::open_with_layers(root, Some(Arc::new(layers)))
     }

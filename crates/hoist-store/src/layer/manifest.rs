@@ -268,7 +268,7 @@ fn decode_line(line: &str) -> Option<(PathBuf, Node)> {
 /// Writes `manifest` to `path` (not synced: the caller syncs the whole layer once).
 pub(crate) fn write_manifest(path: &Path, manifest: &Manifest) -> Result<()> {
     let io_err = |e| LayerError::io(format!("writing {}", path.display()), e);
-    let mut out = BufWriter::with_capacity(1 << 20, File::create(path).map_err(io_err)?);
+    let mut out = BufWriter::with_capacity(1 << 20, create_file(path).map_err(io_err)?);
     writeln!(out, "{MANIFEST_HEADER}").map_err(io_err)?;
     for (p, node) in manifest {
         writeln!(out, "{}", encode_line(p, node)).map_err(io_err)?;
@@ -341,7 +341,20 @@ pub(crate) fn write_meta(path: &Path, meta: &Meta) -> Result<()> {
             text.push('\n');
         }
     }
-    std::fs::write(path, text).map_err(|e| LayerError::io(format!("writing {}", path.display()), e))
+    create_file(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| LayerError::io(format!("writing {}", path.display()), e))
+}
+
+/// Creates (or truncates) a bookkeeping file with mode 0644, whatever the umask allows beyond it.
+fn create_file(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(path)
 }
 
 /// Reads a `meta` file; `Ok(None)` when it does not exist.

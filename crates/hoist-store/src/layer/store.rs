@@ -3,7 +3,7 @@
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::fd::AsFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -114,7 +114,11 @@ impl Staging {
                 COUNTER.fetch_add(1, Ordering::Relaxed)
             );
             let lock_path = tmp.join(format!("{name}{LOCK_SUFFIX}"));
-            let lock = File::create_new(&lock_path)
+            let lock = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&lock_path)
                 .map_err(|e| LayerError::io(format!("creating {}", lock_path.display()), e))?;
             match lock.try_lock() {
                 Ok(()) => {
@@ -175,6 +179,27 @@ fn sync_dir(path: &Path) -> Result<()> {
         .map_err(|e| LayerError::io(format!("syncing {}", path.display()), e))
 }
 
+/// Mode of `layers/` and `tmp/`: layer contents keep the modes their tars give them, world-writable
+/// directories (`/tmp`) included, so only the store's owner may reach them.
+const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// Creates `dir` (and missing parents) with [`PRIVATE_DIR_MODE`], or narrows an existing one to
+/// it, whatever the umask.
+fn private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let err = |e| LayerError::io(format!("creating {}", dir.display()), e);
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(dir)
+        .map_err(err)?;
+    let mode = fs::metadata(dir).map_err(err)?.mode();
+    if mode & 0o7777 != PRIVATE_DIR_MODE {
+        fs::set_permissions(dir, fs::Permissions::from_mode(PRIVATE_DIR_MODE)).map_err(err)?;
+    }
+    Ok(())
+}
+
 impl LayerStore {
     /// Opens (creating if needed) the layer store in `dir`, and removes staging directories left
     /// by processes that died.
@@ -184,8 +209,7 @@ impl LayerStore {
             tmp: dir.join(TMP_DIR),
         };
         for d in [&store.layers, &store.tmp] {
-            fs::create_dir_all(d)
-                .map_err(|e| LayerError::io(format!("creating {}", d.display()), e))?;
+            private_dir(d)?;
         }
         store.clean_tmp()?;
         Ok(store)

@@ -207,6 +207,7 @@ pub(crate) fn run(store: &Store, options: &GcOptions) -> Result<GcReport> {
             if options.dry_run {
                 report.removed_layers.append(&mut pending);
             }
+            let mut in_use = 0;
             while !pending.is_empty() {
                 let mut deferred = Vec::new();
                 let mut last_error = None;
@@ -224,6 +225,12 @@ pub(crate) fn run(store: &Store, options: &GcOptions) -> Result<GcReport> {
                             last_error = Some(e);
                             deferred.push(chain_id);
                         }
+                        // A pull in another process holds it (the layer store's own lease,
+                        // taken before the pull records it): kept, like a leased layer.
+                        Err(StoreError::Layer(crate::layer::LayerError::InUse { .. })) => {
+                            in_use += 1;
+                        }
+                        Err(StoreError::Layer(crate::layer::LayerError::NotFound { .. })) => {}
                         Err(e) => return Err(e),
                     }
                 }
@@ -237,6 +244,11 @@ pub(crate) fn run(store: &Store, options: &GcOptions) -> Result<GcReport> {
                     break;
                 }
                 pending = deferred;
+            }
+            if in_use > 0 {
+                report.warnings.push(format!(
+                    "{in_use} layer(s) kept: in use by a running operation"
+                ));
             }
         }
     }

@@ -38,6 +38,8 @@ pub struct LogEntry {
     pub status: Option<u16>,
     /// Response body bytes handed to the connection.
     pub bytes_sent: u64,
+    /// Request body bytes received from the client and passed on to the upstream.
+    pub bytes_received: u64,
     /// Whether the response body was sent to its end.
     pub completed: bool,
 }

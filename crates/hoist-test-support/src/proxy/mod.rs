@@ -13,6 +13,7 @@
 mod body;
 mod hostile;
 mod log;
+mod received;
 mod rules;
 
 use std::collections::HashMap;
@@ -39,6 +40,7 @@ use crate::sys;
 use crate::upstream::{self, Body};
 use body::{BodyFault, ConnControl, ControlledIo, Ending, FaultBody};
 use log::{RequestLog, lock};
+use received::CountingBody;
 use rules::RuleSet;
 
 /// Path prefix of redirect targets on the foreign host: `/_redirect/<id>/v2/...`.
@@ -200,6 +202,15 @@ impl FaultProxy {
         self.requests(matcher).iter().map(|e| e.bytes_sent).sum()
     }
 
+    /// Request body bytes the proxy listener received (and passed on) for the requests
+    /// `matcher` selects: what a client uploaded.
+    pub fn bytes_received(&self, matcher: &Matcher) -> u64 {
+        self.requests(matcher)
+            .iter()
+            .map(|e| e.bytes_received)
+            .sum()
+    }
+
     /// The requests the foreign host received.
     pub fn foreign_requests(&self) -> Vec<LogEntry> {
         self.log()
@@ -308,6 +319,7 @@ async fn handle(
         fault: None,
         status: None,
         bytes_sent: 0,
+        bytes_received: 0,
         completed: false,
     });
     let action = match listener {
@@ -342,6 +354,7 @@ async fn handle(
             resp
         }
         _ => {
+            let req = req.map(|body| CountingBody::new(body, Arc::clone(&entry)));
             forward(
                 shared,
                 listener,
@@ -437,7 +450,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 async fn forward(
     shared: &Shared,
     listener: Listener,
-    req: Request<Incoming>,
+    req: Request<CountingBody>,
     path: &str,
     query: Option<&str>,
     stored_auth: Option<HeaderValue>,
@@ -448,8 +461,7 @@ async fn forward(
         Some(q) => format!("{path}?{q}"),
         None => path.to_owned(),
     };
-    let mut upstream_req: Request<Body> =
-        Request::new(body.map_err(|e| -> upstream::BoxError { e.into() }).boxed());
+    let mut upstream_req: Request<Body> = Request::new(body.boxed());
     *upstream_req.method_mut() = parts.method;
     match target.parse() {
         Ok(uri) => *upstream_req.uri_mut() = uri,

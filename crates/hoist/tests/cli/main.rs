@@ -6,8 +6,11 @@ use std::process::{Command, Output, Stdio};
 
 use hoist_test_support::Registry;
 
+mod concurrency;
 mod crash;
+mod crash_push;
 mod pull;
+mod security;
 
 /// Runs `hoist ARGS` with Docker's config directory set to `docker_config`.
 fn hoist(docker_config: &Path, args: &[&str], stdin: Option<&str>) -> Output {

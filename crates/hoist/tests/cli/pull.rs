@@ -24,7 +24,7 @@ fn layer(files: &[(&str, &str)]) -> (bytes::Bytes, String) {
 }
 
 /// Pushes a two-layer image with real file content as `repo:tag`.
-async fn seed_image(registry: &Registry, repo: &str, tag: &str) -> String {
+pub async fn seed_image(registry: &Registry, repo: &str, tag: &str) -> String {
     let client = RegistryClient::builder().build().unwrap();
     let r = client.repository(Endpoint::new(registry.host(), Scheme::Http), repo);
     let layers = [
