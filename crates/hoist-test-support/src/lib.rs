@@ -39,7 +39,7 @@ mod token;
 mod upstream;
 
 pub use error::{Error, Result};
-pub use proxy::{Action, FaultProxy, Listener, LogEntry, Matcher, Occurrence, Rule};
+pub use proxy::{Action, FaultProxy, Listener, LogEntry, Matcher, Occurrence, RangeFault, Rule};
 pub use registry::{DEFAULT_BINARY, LogLevel, Registry, RegistryBuilder};
 pub use token::{
     Access, DEFAULT_ISSUER, DEFAULT_SERVICE, TokenGrant, TokenPolicy, TokenRequest, TokenServer,

@@ -6,6 +6,7 @@ mod auth;
 mod blobs;
 mod faults;
 mod manifests;
+mod range_modes;
 mod ranges;
 mod tags;
 mod uploads;

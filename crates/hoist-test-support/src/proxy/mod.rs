@@ -12,6 +12,7 @@
 
 mod body;
 mod log;
+mod ranges;
 mod rules;
 
 use std::collections::HashMap;
@@ -30,6 +31,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
 pub use log::{Listener, LogEntry};
+pub use ranges::RangeFault;
 pub use rules::{Action, Matcher, Occurrence, Rule};
 
 use crate::error::{Error, Result};
@@ -280,7 +282,7 @@ async fn handle(
     shared: &Shared,
     listener: Listener,
     control: &Arc<ConnControl>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<FaultBody> {
     let method = req.method().clone();
     let mut path = req.uri().path().to_owned();
@@ -314,8 +316,13 @@ async fn handle(
         Listener::Foreign => None,
     };
     lock(&entry).fault = action.clone();
+    let range_status = match &action {
+        Some(Action::Ranges(fault)) => ranges::apply(fault, req.headers_mut()),
+        _ => None,
+    };
 
     let response = match &action {
+        _ if range_status.is_some() => local_status(range_status.unwrap_or(500), None),
         Some(Action::ResetBeforeResponse) => {
             control.reset_now();
             return std::future::pending().await;

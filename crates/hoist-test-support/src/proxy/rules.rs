@@ -157,6 +157,9 @@ pub enum Action {
     /// credentials of the redirected request, like a pre-signed storage URL) and
     /// records whether an `Authorization` header reached it.
     RedirectToForeignHost,
+    /// A fault on range requests that depends on how many ranges they ask for
+    /// ([`super::RangeFault`]).
+    Ranges(super::RangeFault),
 }
 
 impl Action {
