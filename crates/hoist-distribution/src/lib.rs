@@ -38,6 +38,7 @@ pub mod manifest;
 pub mod platform;
 pub mod pull;
 pub mod push;
+pub mod recompress;
 mod stream;
 pub mod transport;
 pub mod unpack;
