@@ -2,7 +2,7 @@
 //!
 //! A layer is read from the source, verified against its digest as it passes, decompressed
 //! (its DiffID checked against the config's), and compressed again as [`LayerCompression`]
-//! says, on a blocking thread, into a temporary file beside nothing else: the new blob's digest
+//! says, on a blocking thread, into a temporary file: the new blob's digest
 //! and size are only known at the end, and a destination needs both before it takes the blob.
 //! The file is then written to the destination like any blob and removed. The image's config
 //! and DiffIDs do not change; its manifest does (new layer digests, sizes and media types), so
