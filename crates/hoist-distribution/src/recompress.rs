@@ -8,8 +8,10 @@
 //! and DiffIDs do not change; its manifest does (new layer digests, sizes and media types), so
 //! its digest differs from the source's.
 //!
-//! `zstd:chunked` and `estargz` go through a chunked writer ([`ChunkedWriter`]); without one the
-//! copy refuses them before any blob moves.
+//! `zstd:chunked` goes through [`crate::chunked::write_chunked`] (any [`ChunkedWriter`] can
+//! stand in); its descriptor gets the annotations that locate the table of contents, and its
+//! DiffID is the tar's, unchanged. `estargz` is refused before any blob moves: it rewrites the
+//! tar stream, so the DiffIDs, and with them the config, would change.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,6 +23,7 @@ use hoist_registry::digest::Hasher;
 use oci_spec::image::Digest;
 use tokio::sync::mpsc;
 
+use crate::chunked::{ChunkedFormat, WriteOptions, write_chunked};
 use crate::manifest::{Compression, OCI_LAYER_GZIP, OCI_LAYER_ZSTD};
 use crate::stream::{CHANNEL_CHUNKS, ChannelReader, Feed, decompress};
 use crate::transport::error::{Error, Result};
@@ -160,6 +163,13 @@ impl Recompression {
 
     /// Whether this recompression can be done.
     pub fn check(&self) -> std::result::Result<(), String> {
+        if self.format == LayerCompression::Estargz {
+            return Err(
+                "estargz rewrites each layer's tar stream, which would change the image's DiffIDs \
+                 and config; copy keeps both: use zstd:chunked"
+                    .into(),
+            );
+        }
         if self.format.is_chunked() && self.chunked.is_none() {
             return Err(format!(
                 "{} output is not available in this build of hoist; use gzip or zstd",
@@ -167,8 +177,9 @@ impl Recompression {
             ));
         }
         if let Some(level) = self.level {
-            let range = match self.format.stream() {
-                Compression::Gzip => 0..=9,
+            let range = match self.format {
+                LayerCompression::Gzip => 0..=9,
+                LayerCompression::ZstdChunked => 1..=19,
                 _ => 1..=22,
             };
             if !range.contains(&level) {
@@ -184,9 +195,20 @@ impl Recompression {
     }
 }
 
-/// The chunked writer this build has, if any.
+/// The chunked writer this build has: [`crate::chunked::write_chunked`].
 fn default_chunked_writer() -> Option<ChunkedWriter> {
-    None
+    Some(Arc::new(|format, level, input, out| {
+        let format = match format {
+            LayerCompression::Estargz => ChunkedFormat::Estargz,
+            _ => ChunkedFormat::ZstdChunked,
+        };
+        let mut options = WriteOptions::new(format);
+        if let Some(level) = level {
+            options.level = level;
+        }
+        let layer = write_chunked(input, out, &options).map_err(io::Error::other)?;
+        Ok(layer.annotations)
+    }))
 }
 
 /// A recompressed layer, held in a temporary file until it is written.

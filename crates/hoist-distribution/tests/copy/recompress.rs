@@ -163,28 +163,80 @@ async fn a_copy_recompressed_as_gzip_keeps_the_config_and_diff_ids() {
 }
 
 #[tokio::test]
-async fn chunked_formats_without_a_writer_are_refused_before_any_blob_moves() {
+async fn zstd_chunked_output_carries_its_toc_and_skopeo_pulls_it_as_plain_zstd() {
+    let dir = tempfile::tempdir().unwrap();
+    let (layout, image) = simple_layout(&dir.path().join("src"));
+    let registry = Registry::start().await.unwrap();
+    let src = format!("oci:{}:v1", layout.root.display());
+    let dst = format!("docker://{}/hoist/chunked:1", registry.host());
+    let report = copy_names(
+        &src,
+        &dst,
+        &registry_context(),
+        &recompressing(LayerCompression::ZstdChunked),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.layers_recompressed, 2);
+    let m = manifest_of(&skopeo_raw(&dst));
+    assert_eq!(m["config"]["digest"], image.config.as_str());
+    for layer in m["layers"].as_array().unwrap() {
+        assert_eq!(
+            layer["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        );
+        let annotations = layer["annotations"].as_object().unwrap();
+        assert!(
+            annotations
+                .keys()
+                .any(|k| k.contains("zstd-chunked.manifest-position")),
+            "{annotations:?}"
+        );
+    }
+    // skopeo decompresses it as any zstd layer (checking the DiffIDs): the same files.
+    let out = dir.path().join("skopeo-out");
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-compress",
+        "--dest-compress-format=gzip",
+        &dst,
+        &format!("oci:{}:back", out.display()),
+    ]);
+    let original = umoci_unpack(&src.replace("oci:", ""), &dir.path().join("b1"));
+    let round_trip = umoci_unpack(&format!("{}:back", out.display()), &dir.path().join("b2"));
+    assert_eq!(original, round_trip);
+}
+
+#[tokio::test]
+async fn formats_that_cannot_be_written_are_refused_before_any_blob_moves() {
     let dir = tempfile::tempdir().unwrap();
     let (layout, _) = simple_layout(&dir.path().join("src"));
     let src = format!("oci:{}:v1", layout.root.display());
-    let out = dir.path().join("out");
-    let mut opts = recompressing(LayerCompression::ZstdChunked);
-    if let Some(r) = &mut opts.recompress {
+    let mut without_writer = recompressing(LayerCompression::ZstdChunked);
+    if let Some(r) = &mut without_writer.recompress {
         r.chunked = None;
     }
-    let err = copy_names(
-        &src,
-        &format!("oci:{}:c", out.display()),
-        &registry_context(),
-        &opts,
-    )
-    .await
-    .unwrap_err();
-    assert!(err.to_string().contains("zstd:chunked"), "{err}");
-    assert!(
-        !out.join("blobs").exists() || layout_blobs(&out).is_empty(),
-        "nothing was written"
-    );
+    let cases = [
+        (without_writer, "zstd:chunked"),
+        (recompressing(LayerCompression::Estargz), "DiffIDs"),
+    ];
+    for (i, (opts, says)) in cases.into_iter().enumerate() {
+        let out = dir.path().join(format!("out{i}"));
+        let err = copy_names(
+            &src,
+            &format!("oci:{}:c", out.display()),
+            &registry_context(),
+            &opts,
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains(says), "{err}");
+        assert!(
+            !out.join("blobs").exists() || layout_blobs(&out).is_empty(),
+            "nothing was written"
+        );
+    }
 }
 
 /// A registry behind a counting proxy, and a blob info cache.
