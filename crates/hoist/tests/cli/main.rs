@@ -6,6 +6,7 @@ use std::process::{Command, Output, Stdio};
 
 use hoist_test_support::Registry;
 
+mod copy_compress;
 mod crash;
 mod pull;
 
