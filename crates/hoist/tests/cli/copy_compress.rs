@@ -58,7 +58,13 @@ fn copy_help_documents_compress_and_bad_formats_are_usage_errors() {
     assert!(help.contains("--compress-level <LEVEL>"), "{help}");
     let bad = hoist(
         home.path(),
-        &["copy", "--compress", "lz4", "oci:/nonexistent:x", "oci:/nonexistent:y"],
+        &[
+            "copy",
+            "--compress",
+            "lz4",
+            "oci:/nonexistent:x",
+            "oci:/nonexistent:y",
+        ],
         None,
     );
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
