@@ -343,3 +343,65 @@ async fn a_copy_records_diff_ids_and_compressors_in_the_cache() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_registry_repository_holding_the_other_compression_substitutes_it_after_a_head() {
+    use hoist_distribution::transport::{BlobInfo, ImageName, ReuseOptions, open_destination};
+    let (_registry, proxy, cache, dir) = counted().await;
+    let (layout, image) = simple_layout(&dir.path().join("src"));
+    let opts = CopyOptions {
+        cache: Some(cache.clone()),
+        ..recompressing(LayerCompression::Zstd)
+    };
+    copy_names(
+        &format!("oci:{}:v1", layout.root.display()),
+        &format!("docker://{}/team-a/app:1", proxy.host()),
+        &registry_context(),
+        &opts,
+    )
+    .await
+    .unwrap();
+    let destination = open_destination(
+        &ImageName::parse(&format!("docker://{}/team-a/app:2", proxy.host())).unwrap(),
+        &registry_context(),
+    )
+    .await
+    .unwrap();
+    let gzip_layer = BlobInfo::new(
+        image.layers[0].parse().unwrap(),
+        std::fs::metadata(layout.blob_path(&image.layers[0]))
+            .unwrap()
+            .len(),
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+    );
+    proxy.clear_log();
+    let exact = ReuseOptions {
+        cache: Some(cache.clone()),
+        ..ReuseOptions::default()
+    };
+    assert_eq!(
+        destination
+            .try_reusing_blob(&gzip_layer, &exact)
+            .await
+            .unwrap(),
+        None
+    );
+    let found = destination
+        .try_reusing_blob(
+            &gzip_layer,
+            &ReuseOptions {
+                can_substitute: true,
+                ..exact
+            },
+        )
+        .await
+        .unwrap()
+        .expect("the zstd blob in the repository stands in");
+    assert_eq!(
+        found.media_type,
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    assert_ne!(found.digest, gzip_layer.digest);
+    let (mounts, writes) = uploads(&proxy);
+    assert_eq!((mounts, writes), (0, 0), "found by HEAD alone");
+}
