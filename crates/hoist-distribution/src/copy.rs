@@ -20,7 +20,7 @@
 //! from the source repository on the same registry). Manifests are then written bottom-up and the
 //! destination committed.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -38,7 +38,9 @@ use hoist_xfer::{
 use oci_spec::image::Digest;
 use tokio_util::sync::CancellationToken;
 
-use crate::transport::manifest::{Descriptor, ImageManifest, IndexManifest};
+use crate::manifest::Compression;
+use crate::recompress::{self, LayerCompression, Recompression};
+use crate::transport::manifest::{self, Descriptor, ImageManifest, IndexManifest};
 use crate::transport::stream::digest_like;
 use crate::transport::{
     self, BlobInfo, BoxFuture, ByteStream, ImageDestination, ImageSource, Platform, PutOptions,
@@ -72,8 +74,12 @@ pub struct CopyOptions {
     /// Where per-blob progress goes.
     pub progress: SharedProgress,
     /// The blob info cache (the local store): where blobs were seen, to mount from; the copy
-    /// records there the registry repositories it read blobs from and wrote them to.
+    /// records there the registry repositories it read blobs from and wrote them to, and each
+    /// layer's DiffID and compressor.
     pub cache: Option<Store>,
+    /// Recompress layers on the way ([`crate::recompress`]): the manifest is rewritten, so its
+    /// digest differs from the source's. `None` copies blobs and manifests unchanged.
+    pub recompress: Option<Recompression>,
 }
 
 impl Default for CopyOptions {
@@ -84,6 +90,7 @@ impl Default for CopyOptions {
             retry: RetryPolicy::default(),
             progress: DiscardProgress::shared(),
             cache: None,
+            recompress: None,
         }
     }
 }
@@ -95,6 +102,7 @@ impl fmt::Debug for CopyOptions {
             .field("concurrency", &self.concurrency)
             .field("retry", &self.retry)
             .field("cache", &self.cache.as_ref().map(|s| s.root().to_owned()))
+            .field("recompress", &self.recompress)
             .finish_non_exhaustive()
     }
 }
@@ -118,6 +126,11 @@ pub struct CopyReport {
     pub blobs_skipped: usize,
     /// Bytes of the blobs transferred.
     pub bytes_copied: u64,
+    /// Layers recompressed ([`CopyOptions::recompress`]).
+    pub layers_recompressed: usize,
+    /// The digest of the source's manifest: the same as `manifest_digest` unless layers were
+    /// recompressed, which rewrites the manifest.
+    pub source_manifest_digest: Digest,
 }
 
 /// Why a copy failed.
@@ -186,6 +199,15 @@ pub enum CopyError {
     #[error("copy cancelled")]
     Cancelled,
 
+    /// Layers cannot be recompressed as asked.
+    #[error("cannot recompress the layers of {image}: {reason}")]
+    Recompress {
+        /// The image.
+        image: String,
+        /// Why.
+        reason: String,
+    },
+
     /// The transfer engine failed (a panicking task).
     #[error("copy failed: {message}")]
     Internal {
@@ -231,6 +253,8 @@ struct BlobJob {
     info: BlobInfo,
     is_config: bool,
     layer_index: Option<usize>,
+    /// Recompress this layer on the way.
+    recompress: bool,
 }
 
 /// Everything a copy writes, in order.
@@ -242,6 +266,8 @@ struct Plan {
     /// Manifests under the top one, bottom-up.
     children: Vec<ManifestBlob>,
     images: Vec<Digest>,
+    /// Per image: its config and its layers (foreign ones included).
+    layer_sets: Vec<(BlobInfo, Vec<BlobInfo>)>,
 }
 
 /// Copies the image `source` names to `destination`. See the module documentation.
@@ -287,8 +313,27 @@ pub async fn copy(
         }
     }
 
+    let source_manifest_digest = top.digest.clone();
+    let diff_ids = if options.cache.is_some() || options.recompress.is_some() {
+        layer_diff_ids(&*source, &options.retry, &plan).await
+    } else {
+        HashMap::new()
+    };
+    if let Some(target) = &options.recompress {
+        prepare_recompression(&image, target, &top, &*destination, &mut plan)?;
+    }
+
     let tally = Arc::new(Tally::default());
-    copy_blobs(&source, &destination, &plan, options, &tally).await?;
+    let rewrites = copy_blobs(&source, &destination, &plan, options, &tally, &diff_ids).await?;
+    if let Some(cache) = &options.cache {
+        record_layers(cache, &plan, &diff_ids, &rewrites).await;
+    }
+    let top = if rewrites.is_empty() {
+        top
+    } else {
+        let target = options.recompress.as_ref().map(|r| r.format);
+        rewrite_manifest(&image, &top, &rewrites, target)?
+    };
 
     for child in &plan.children {
         options
@@ -317,6 +362,8 @@ pub async fn copy(
         blobs_reused: tally.reused.load(Ordering::Relaxed),
         blobs_skipped: plan.skipped,
         bytes_copied: tally.bytes.load(Ordering::Relaxed),
+        layers_recompressed: rewrites.len(),
+        source_manifest_digest,
     })
 }
 
@@ -466,6 +513,11 @@ fn add_image(image: &str, manifest: &ManifestBlob, plan: &mut Plan) -> Result<()
             reason,
         })?;
     plan.images.push(manifest.digest.clone());
+    let info_of = |d: &Descriptor| BlobInfo::new(d.digest.clone(), d.size, d.media_type.clone());
+    plan.layer_sets.push((
+        info_of(&parsed.config),
+        parsed.layers.iter().map(info_of).collect(),
+    ));
     let config = std::iter::once((&parsed.config, true, None));
     let layers = parsed
         .layers
@@ -486,10 +538,253 @@ fn add_image(image: &str, manifest: &ManifestBlob, plan: &mut Plan) -> Result<()
                 ),
                 is_config,
                 layer_index,
+                recompress: false,
             });
         }
     }
     Ok(())
+}
+
+/// A layer written under another digest (recompressed).
+#[derive(Debug, Clone)]
+struct Rewrite {
+    /// The blob written.
+    info: BlobInfo,
+    /// Its descriptor's annotations (chunked formats).
+    annotations: BTreeMap<String, String>,
+    /// Its uncompressed digest, unchanged.
+    diff_id: Digest,
+}
+
+/// Layer digest -> DiffID, from the configs of the images planned (what cannot be read is left
+/// out: the DiffIDs only add checks and cache entries).
+async fn layer_diff_ids(
+    source: &dyn ImageSource,
+    retry: &RetryPolicy,
+    plan: &Plan,
+) -> HashMap<Digest, Digest> {
+    let mut out = HashMap::new();
+    for (config, layers) in &plan.layer_sets {
+        let read = with_retries(retry, || {
+            Box::pin(async move {
+                let (mut stream, _) = source.get_blob(config).await?;
+                let mut bytes = Vec::new();
+                while let Some(piece) = stream.next().await {
+                    let piece = piece.map_err(|e| transport::Error::Stream {
+                        digest: config.digest.to_string(),
+                        source: e,
+                    })?;
+                    bytes.extend_from_slice(&piece);
+                    if bytes.len() as u64 > manifest::CONFIG_LIMIT {
+                        return Err(transport::Error::TooLarge {
+                            what: "config",
+                            digest: config.digest.to_string(),
+                            location: source.name(),
+                            limit: manifest::CONFIG_LIMIT,
+                        });
+                    }
+                }
+                transport::stream::verify_bytes("config", &config.digest, &bytes)?;
+                Ok(bytes)
+            })
+        })
+        .await;
+        let bytes = match read {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::debug!(config = %config.digest, error = %e, "config unreadable; DiffIDs unknown");
+                continue;
+            }
+        };
+        #[derive(serde::Deserialize)]
+        struct RootFs {
+            #[serde(default)]
+            diff_ids: Vec<Digest>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Config {
+            rootfs: Option<RootFs>,
+        }
+        let diff_ids = serde_json::from_slice::<Config>(&bytes)
+            .ok()
+            .and_then(|c| c.rootfs)
+            .map(|r| r.diff_ids)
+            .unwrap_or_default();
+        // Foreign layers count in the DiffIDs too; only a full list lines up.
+        if diff_ids.len() == layers.len() {
+            for (layer, diff_id) in layers.iter().zip(diff_ids) {
+                out.insert(layer.digest.clone(), diff_id);
+            }
+        }
+    }
+    out
+}
+
+/// Checks that `target` can be done for the image and marks the layers to recompress.
+fn prepare_recompression(
+    image: &str,
+    target: &Recompression,
+    top: &ManifestBlob,
+    destination: &dyn ImageDestination,
+    plan: &mut Plan,
+) -> Result<(), CopyError> {
+    let refuse = |reason: String| CopyError::Recompress {
+        image: image.to_owned(),
+        reason,
+    };
+    target.check().map_err(refuse)?;
+    if !plan.children.is_empty() {
+        return Err(refuse(
+            "recompressing every image of an index is not supported; copy one platform".into(),
+        ));
+    }
+    let docker = manifest::base_media_type(&top.media_type) == manifest::DOCKER_MANIFEST;
+    if docker
+        && target.format.layer_media_type(true).is_none()
+        && !destination.supports_manifest_type(manifest::OCI_MANIFEST)
+    {
+        return Err(refuse(format!(
+            "{} layers need an OCI manifest, which {} does not store",
+            target.format,
+            destination.name()
+        )));
+    }
+    for job in &mut plan.blobs {
+        if job.is_config {
+            continue;
+        }
+        if let Some(current) = Compression::from_media_type(&job.info.media_type) {
+            job.recompress = target.format.is_chunked() || current != target.format.stream();
+        }
+    }
+    Ok(())
+}
+
+/// Records in the blob info cache each layer's DiffID and compressor, for the layers copied and
+/// the ones written recompressed.
+async fn record_layers(
+    cache: &Store,
+    plan: &Plan,
+    diff_ids: &HashMap<Digest, Digest>,
+    rewrites: &HashMap<Digest, Rewrite>,
+) {
+    let mut entries: Vec<(Digest, Option<Digest>, Option<hoist_store::Compression>)> = Vec::new();
+    for (_, layers) in &plan.layer_sets {
+        for layer in layers {
+            let compression =
+                Compression::from_media_type(&layer.media_type).map(Compression::store_name);
+            entries.push((
+                layer.digest.clone(),
+                diff_ids.get(&layer.digest).cloned(),
+                compression,
+            ));
+        }
+    }
+    for rewrite in rewrites.values() {
+        let compression =
+            Compression::from_media_type(&rewrite.info.media_type).map(Compression::store_name);
+        entries.push((
+            rewrite.info.digest.clone(),
+            Some(rewrite.diff_id.clone()),
+            compression,
+        ));
+    }
+    let cache = cache.clone();
+    let result = transport::stream::blocking("record layers in the blob info cache", move || {
+        let md = cache.metadata();
+        let err = |e| transport::Error::store("record layers in the blob info cache", e);
+        for (digest, diff_id, compression) in entries {
+            if let Some(diff_id) = diff_id {
+                md.record_diff_id(&digest, &diff_id).map_err(err)?;
+            }
+            if let Some(c) = compression {
+                md.record_compression(&digest, &c).map_err(err)?;
+            }
+        }
+        Ok(())
+    })
+    .await;
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "could not record layers in the blob info cache");
+    }
+}
+
+/// Annotations that describe one encoding of a layer (tables of contents of chunked formats),
+/// dropped when the layer is written another way.
+const ENCODING_ANNOTATIONS: &[&str] = &[
+    "io.github.containers.zstd-chunked.",
+    "io.containers.zstd-chunked.",
+    "containerd.io/snapshot/stargz/",
+    "io.containers.estargz.",
+];
+
+/// The image manifest `top` with its recompressed layers' descriptors replaced. A Docker
+/// manifest whose layers become zstd becomes an OCI manifest (Docker's has no zstd type).
+fn rewrite_manifest(
+    image: &str,
+    top: &ManifestBlob,
+    rewrites: &HashMap<Digest, Rewrite>,
+    target: Option<LayerCompression>,
+) -> Result<ManifestBlob, CopyError> {
+    let invalid = |reason: String| CopyError::InvalidManifest {
+        image: image.to_owned(),
+        digest: top.digest.to_string(),
+        reason,
+    };
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&top.bytes).map_err(|e| invalid(e.to_string()))?;
+    let docker = manifest::base_media_type(&top.media_type) == manifest::DOCKER_MANIFEST;
+    let to_oci = docker && target.is_some_and(|t| t.layer_media_type(true).is_none());
+    let layers = doc
+        .get_mut("layers")
+        .and_then(|l| l.as_array_mut())
+        .ok_or_else(|| invalid("no layers".into()))?;
+    for layer in layers.iter_mut() {
+        let Some(obj) = layer.as_object_mut() else {
+            continue;
+        };
+        let digest = obj
+            .get("digest")
+            .and_then(|d| d.as_str())
+            .and_then(|d| Digest::try_from(d).ok());
+        if let Some(rewrite) = digest.and_then(|d| rewrites.get(&d)) {
+            obj.insert("digest".into(), rewrite.info.digest.to_string().into());
+            obj.insert("size".into(), rewrite.info.size.into());
+            obj.insert("mediaType".into(), rewrite.info.media_type.clone().into());
+            let mut annotations: serde_json::Map<String, serde_json::Value> = obj
+                .get("annotations")
+                .and_then(|a| a.as_object())
+                .cloned()
+                .unwrap_or_default();
+            annotations.retain(|k, _| !ENCODING_ANNOTATIONS.iter().any(|p| k.starts_with(p)));
+            for (k, v) in &rewrite.annotations {
+                annotations.insert(k.clone(), v.clone().into());
+            }
+            if annotations.is_empty() {
+                obj.remove("annotations");
+            } else {
+                obj.insert("annotations".into(), annotations.into());
+            }
+        } else if to_oci && let Some(m) = obj.get("mediaType").and_then(|m| m.as_str()) {
+            let oci = manifest::oci_layer_type_for_docker(m);
+            obj.insert("mediaType".into(), oci.into());
+        }
+    }
+    let media_type = if to_oci {
+        doc["mediaType"] = manifest::OCI_MANIFEST.into();
+        if let Some(config) = doc.get_mut("config").and_then(|c| c.as_object_mut()) {
+            config.insert("mediaType".into(), manifest::OCI_CONFIG.into());
+        }
+        manifest::OCI_MANIFEST.to_owned()
+    } else {
+        top.media_type.clone()
+    };
+    let bytes = serde_json::to_vec_pretty(&doc).map_err(|e| invalid(e.to_string()))?;
+    Ok(ManifestBlob {
+        digest: hoist_registry::digest::sha256_of(&bytes),
+        bytes: Bytes::from(bytes),
+        media_type,
+    })
 }
 
 /// Counts what the blob copies did.
@@ -508,6 +803,12 @@ struct BlobCopy {
     source_location: Option<RegistryLocation>,
     cache: Option<Store>,
     tally: Arc<Tally>,
+    /// How to recompress this layer, when it is to be.
+    recompress: Option<Recompression>,
+    /// The layer's DiffID, when the config says.
+    diff_id: Option<Digest>,
+    /// Layers written under another digest, by source digest.
+    rewrites: Arc<std::sync::Mutex<HashMap<Digest, Rewrite>>>,
 }
 
 /// Why a blob copy failed, shared by every watcher of its transfer.
@@ -525,6 +826,9 @@ impl BlobCopy {
 
     /// One attempt: reuse when the destination can, else stream the blob across.
     async fn attempt(&self, ctx: &TransferContext) -> transport::Result<BlobInfo> {
+        if let Some(target) = &self.recompress {
+            return self.attempt_recompressed(ctx, target).await;
+        }
         let info = &self.job.info;
         let reuse = ReuseOptions {
             can_substitute: false,
@@ -564,6 +868,120 @@ impl BlobCopy {
         self.record(&info.digest).await;
         ctx.progress(Progress::new(self.id(), "Copied").with_bytes(info.size, Some(info.size)));
         Ok(stored)
+    }
+
+    /// One attempt at a layer recompressed on the way: read, verify, decompress, compress again
+    /// into a temporary file, then write that (or find the destination has it already).
+    async fn attempt_recompressed(
+        &self,
+        ctx: &TransferContext,
+        target: &Recompression,
+    ) -> transport::Result<BlobInfo> {
+        let info = &self.job.info;
+        if let Some(found) = self.substitute(target).await? {
+            self.tally.reused.fetch_add(1, Ordering::Relaxed);
+            ctx.progress(Progress::new(self.id(), "Already exists"));
+            return Ok(found);
+        }
+        ctx.progress(Progress::new(self.id(), "Recompressing").with_bytes(0, Some(info.size)));
+        let (stream, _) = self.source.get_blob(info).await?;
+        let stream = cancellable(
+            reporting(stream, ctx.clone(), self.id(), info.size),
+            ctx.cancellation_token().clone(),
+        );
+        let done = recompress::recompress(stream, info, self.diff_id.as_ref(), target).await?;
+        self.record(&info.digest).await;
+        let reuse = ReuseOptions {
+            can_substitute: false,
+            source: None,
+            cache: self.cache.clone(),
+            is_config: false,
+            empty_layer: false,
+            layer_index: self.job.layer_index,
+        };
+        let stored = match self
+            .destination
+            .try_reusing_blob(&done.info, &reuse)
+            .await?
+        {
+            Some(found) => {
+                self.tally.reused.fetch_add(1, Ordering::Relaxed);
+                ctx.progress(Progress::new(self.id(), "Already exists"));
+                found
+            }
+            None => {
+                let put = PutOptions {
+                    cache: self.cache.clone(),
+                    is_config: false,
+                    empty_layer: false,
+                    layer_index: self.job.layer_index,
+                };
+                let stream = cancellable(done.stream()?, ctx.cancellation_token().clone());
+                let stored = self.destination.put_blob(stream, &done.info, &put).await?;
+                self.tally.copied.fetch_add(1, Ordering::Relaxed);
+                self.tally
+                    .bytes
+                    .fetch_add(done.info.size, Ordering::Relaxed);
+                ctx.progress(
+                    Progress::new(self.id(), format!("Recompressed ({})", target.format))
+                        .with_bytes(info.size, Some(info.size)),
+                );
+                stored
+            }
+        };
+        self.rewrites
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                info.digest.clone(),
+                Rewrite {
+                    info: done.info.clone(),
+                    annotations: done.annotations.clone(),
+                    diff_id: done.diff_id.clone(),
+                },
+            );
+        Ok(stored)
+    }
+
+    /// The layer as `target` would write it, when the blob info cache knows such a blob (the
+    /// same DiffID, compressed that way) and the destination has it or can mount it. Chunked
+    /// formats are always written (their annotations are not in the cache).
+    async fn substitute(&self, target: &Recompression) -> transport::Result<Option<BlobInfo>> {
+        let (Some(_), Some(diff_id)) = (&self.cache, &self.diff_id) else {
+            return Ok(None);
+        };
+        if target.format.is_chunked() {
+            return Ok(None);
+        }
+        let info = &self.job.info;
+        let reuse = ReuseOptions {
+            can_substitute: true,
+            source: None,
+            cache: self.cache.clone(),
+            is_config: false,
+            empty_layer: false,
+            layer_index: self.job.layer_index,
+        };
+        let Some(found) = self.destination.try_reusing_blob(info, &reuse).await? else {
+            return Ok(None);
+        };
+        let wanted = Some(target.format.stream());
+        if found.digest == info.digest || Compression::from_media_type(&found.media_type) != wanted
+        {
+            return Ok(None);
+        }
+        self.rewrites
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                info.digest.clone(),
+                Rewrite {
+                    info: found.clone(),
+                    annotations: BTreeMap::new(),
+                    diff_id: diff_id.clone(),
+                },
+            );
+        Ok(Some(found))
     }
 
     /// Records in the blob info cache that the source repository holds the blob (destinations
@@ -692,7 +1110,9 @@ async fn copy_blobs(
     plan: &Plan,
     options: &CopyOptions,
     tally: &Arc<Tally>,
-) -> Result<(), CopyError> {
+    diff_ids: &HashMap<Digest, Digest>,
+) -> Result<HashMap<Digest, Rewrite>, CopyError> {
+    let rewrites = Arc::new(std::sync::Mutex::new(HashMap::new()));
     let manager: TransferManager<BlobInfo, BlobFailure> = TransferManager::new(options.concurrency);
     let source_location = source.registry_location();
     let destination_name = destination.name();
@@ -707,6 +1127,9 @@ async fn copy_blobs(
                 source_location: source_location.clone(),
                 cache: options.cache.clone(),
                 tally: tally.clone(),
+                recompress: options.recompress.clone().filter(|_| job.recompress),
+                diff_id: diff_ids.get(&job.info.digest).cloned(),
+                rewrites: rewrites.clone(),
             });
             let policy = options.retry.clone();
             let key = format!("{destination_name}|{}", job.info.digest);
@@ -749,7 +1172,8 @@ async fn copy_blobs(
         join_all(transfers.iter().map(|t| t.done())).await;
         return Err(e);
     }
-    Ok(())
+    let rewrites = std::mem::take(&mut *rewrites.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok(rewrites)
 }
 
 /// Runs a manifest transfer, retrying transient failures per `policy`.

@@ -39,6 +39,7 @@ pub mod manifest;
 pub mod platform;
 pub mod pull;
 pub mod push;
+pub mod recompress;
 mod retrying;
 mod stream;
 pub mod transport;

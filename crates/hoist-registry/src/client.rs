@@ -12,6 +12,7 @@ use url::Url;
 use crate::auth::credentials::{CredentialSource, Credentials};
 use crate::auth::{self, HostAuth, Plan};
 use crate::body::BodyStream;
+use crate::chunk_strategy::RangeMode;
 use crate::config::{HostConfig, Scheme, schemes_for};
 use crate::error::{Error, Result};
 use crate::error_body;
@@ -133,6 +134,7 @@ impl ClientBuilder {
                 static_credentials: self.static_credentials,
                 auth: Mutex::new(HashMap::new()),
                 endpoints: Mutex::new(HashMap::new()),
+                range_modes: Mutex::new(HashMap::new()),
                 stall: self.stall_timeout,
                 limits: self.limits,
                 max_redirects: self.max_redirects,
@@ -240,6 +242,8 @@ pub(crate) struct Inner {
     static_credentials: HashMap<String, Credentials>,
     auth: Mutex<HashMap<String, HostAuth>>,
     endpoints: Mutex<HashMap<String, Endpoint>>,
+    /// How each host is sent chunk reads, as learnt from its answers.
+    range_modes: Mutex<HashMap<String, RangeMode>>,
     pub(crate) stall: Duration,
     pub(crate) limits: Limits,
     max_redirects: usize,
@@ -295,6 +299,33 @@ impl RegistryClient {
         ClientBuilder::default()
             .credential_source(CredentialSource::from_env())
             .build()
+    }
+
+    /// How chunk reads ([`Repository::get_blob_at`]) are sent to `host` (`host[:port]`): what
+    /// its earlier answers taught, [`RangeMode::MultiRange`] for a host not asked yet.
+    pub fn range_mode(&self, host: &str) -> RangeMode {
+        self.inner
+            .range_modes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(host)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Remembers that `host` needs `mode` for chunk reads. Modes only move down (towards
+    /// [`RangeMode::FullBody`]): a host is never asked again in a way it failed.
+    pub(crate) fn learn_range_mode(&self, host: &str, mode: RangeMode) {
+        let mut modes = self
+            .inner
+            .range_modes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let known = modes.entry(host.to_owned()).or_default();
+        if mode > *known {
+            tracing::debug!(host, ?mode, "chunk reads for this host change mode");
+            *known = mode;
+        }
     }
 
     /// A handle for repository `name` on the registry reached through `endpoint`.

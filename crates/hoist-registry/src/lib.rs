@@ -6,7 +6,7 @@
 //! until expiry and refreshed on `401`; basic auth; credentials from Docker's `config.json` and
 //! podman's `auth.json`). A [`Repository`] handle offers the API's operations: manifests (HEAD,
 //! GET verified against their digest, PUT, DELETE), blobs (HEAD, streamed GET, resume with a closed
-//! range, discontiguous chunk reads), uploads (sessions, chunked PATCH, resume, mount, cancel), and
+//! range, discontiguous chunk reads that adapt per host to how it serves ranges), uploads (sessions, chunked PATCH, resume, mount, cancel), and
 //! tag and catalog listings with pagination.
 //!
 //! Protocol details that need no I/O live in their own modules with unit tests: references
@@ -21,6 +21,7 @@
 pub mod auth;
 pub mod blob;
 mod body;
+pub mod chunk_strategy;
 pub mod client;
 pub mod config;
 pub mod digest;
@@ -40,6 +41,7 @@ mod watchdog;
 
 pub use blob::{BlobResponse, ChunkStream};
 pub use body::BodyStream;
+pub use chunk_strategy::{ChunkReadOptions, RangeMode};
 pub use client::{ClientBuilder, Endpoint, Limits, RegistryClient};
 pub use config::{HostConfig, Scheme};
 pub use error::{Error, Result};

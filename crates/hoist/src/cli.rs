@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use hoist_distribution::recompress::LayerCompression;
 
 /// Fast, safe container image distribution: pull, push and copy OCI and Docker images.
 #[derive(Debug, Parser)]
@@ -143,6 +144,22 @@ pub struct CopyArgs {
     /// Blobs copied at once
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub concurrency: usize,
+    /// Recompress the layers on the way: gzip, zstd, zstd:chunked or estargz. The config and
+    /// DiffIDs stay the same, but the manifest is rewritten, so the copy gets a new digest
+    #[arg(long, value_name = "FORMAT", value_parser = parse_compression)]
+    pub compress: Option<LayerCompression>,
+    /// The compression level for --compress (gzip 0-9, zstd 1-22) [default: the format's]
+    #[arg(
+        long,
+        value_name = "LEVEL",
+        requires = "compress",
+        allow_negative_numbers = true
+    )]
+    pub compress_level: Option<i32>,
+}
+
+fn parse_compression(s: &str) -> Result<LayerCompression, String> {
+    LayerCompression::parse(s)
 }
 
 /// `hoist unpack`.

@@ -128,6 +128,37 @@ pub(crate) fn media_type_of(bytes: &[u8]) -> Option<String> {
     }
 }
 
+/// The media type a layer of `original`'s family (Docker or OCI) has when compressed as
+/// `compression`: what a substitute blob is described as. `None` when that family has no such
+/// type (zstd in a Docker manifest) or the compression is not one hoist knows.
+pub(crate) fn layer_media_type_for(
+    original: &str,
+    compression: &hoist_store::Compression,
+) -> Option<&'static str> {
+    let docker = base_media_type(original).starts_with("application/vnd.docker.");
+    match (compression, docker) {
+        (hoist_store::Compression::Gzip, true) => Some(DOCKER_LAYER_GZIP),
+        (hoist_store::Compression::Gzip, false) => Some(OCI_LAYER_GZIP),
+        (hoist_store::Compression::Zstd, false) => Some(OCI_LAYER_ZSTD),
+        (hoist_store::Compression::Uncompressed, true) => Some(DOCKER_LAYER),
+        (hoist_store::Compression::Uncompressed, false) => Some(OCI_LAYER),
+        _ => None,
+    }
+}
+
+/// The OCI layer media type for a Docker one (same compression); other types unchanged.
+pub(crate) fn oci_layer_type_for_docker(media_type: &str) -> String {
+    match base_media_type(media_type) {
+        DOCKER_LAYER_GZIP => OCI_LAYER_GZIP.to_owned(),
+        DOCKER_LAYER => OCI_LAYER.to_owned(),
+        "application/vnd.docker.image.rootfs.diff.tar.zstd" => OCI_LAYER_ZSTD.to_owned(),
+        DOCKER_LAYER_FOREIGN => {
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip".to_owned()
+        }
+        other => other.to_owned(),
+    }
+}
+
 /// The media type without parameters (`; charset=utf-8`).
 pub(crate) fn base_media_type(media_type: &str) -> &str {
     media_type.split(';').next().unwrap_or("").trim()

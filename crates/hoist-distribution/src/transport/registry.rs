@@ -195,7 +195,7 @@ impl RegistryDestination {
         &self,
         info: &BlobInfo,
         options: &ReuseOptions,
-    ) -> Vec<(Digest, String)> {
+    ) -> Vec<(Digest, String, Option<hoist_store::Compression>)> {
         let Some(cache) = options.cache.clone() else {
             return Vec::new();
         };
@@ -212,7 +212,7 @@ impl RegistryDestination {
         match found {
             Ok(candidates) => candidates
                 .into_iter()
-                .map(|c| (c.digest, c.location.repository))
+                .map(|c| (c.digest, c.location.repository, c.compression))
                 .collect(),
             Err(e) => {
                 tracing::debug!(error = %e, "blob info cache unavailable; not using it");
@@ -258,13 +258,40 @@ impl ImageDestination for RegistryDestination {
                 self.learnt(options.cache.as_ref(), &info.digest).await;
                 return Ok(Some(info.clone()));
             }
-            for (digest, repository) in self.cached_locations(info, options).await {
+            let mut headed = std::collections::HashSet::new();
+            for (digest, repository, compression) in self.cached_locations(info, options).await {
+                let substitute = digest != info.digest;
+                // A substitute is described by its own compression; one the manifest cannot
+                // name is no use.
+                let media_type = if substitute {
+                    match compression
+                        .as_ref()
+                        .and_then(|c| super::manifest::layer_media_type_for(&info.media_type, c))
+                    {
+                        Some(m) => m.to_owned(),
+                        None => continue,
+                    }
+                } else {
+                    info.media_type.clone()
+                };
                 if repository == own {
+                    // The cache says this repository has the substitute: check it still does.
+                    if substitute && headed.insert(digest.clone()) {
+                        let size = self
+                            .repo
+                            .head_blob(&digest)
+                            .await
+                            .map_err(|e| Error::registry(self.what("check", &digest), e))?;
+                        if let Some(size) = size {
+                            self.learnt(options.cache.as_ref(), &digest).await;
+                            return Ok(Some(BlobInfo::new(digest, size, media_type)));
+                        }
+                    }
                     continue;
                 }
                 if self.mount(&digest, &repository).await {
                     self.learnt(options.cache.as_ref(), &digest).await;
-                    if digest == info.digest {
+                    if !substitute {
                         return Ok(Some(info.clone()));
                     }
                     let size = self
@@ -273,7 +300,7 @@ impl ImageDestination for RegistryDestination {
                         .await
                         .map_err(|e| Error::registry(self.what("check", &digest), e))?;
                     if let Some(size) = size {
-                        return Ok(Some(BlobInfo::new(digest, size, info.media_type.clone())));
+                        return Ok(Some(BlobInfo::new(digest, size, media_type)));
                     }
                 }
             }

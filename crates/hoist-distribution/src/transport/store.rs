@@ -303,6 +303,17 @@ impl ImageDestination for StoreDestination {
                     return Ok(None);
                 };
                 for candidate in metadata.digests_for_diff_id(&diff_id).map_err(cache_err)? {
+                    if candidate == digest {
+                        continue;
+                    }
+                    // Described by its own compression; one the manifest cannot name is no use.
+                    let Some(media_type) = metadata
+                        .compression(&candidate)
+                        .map_err(cache_err)?
+                        .and_then(|c| super::manifest::layer_media_type_for(&media_type, &c))
+                    else {
+                        continue;
+                    };
                     match store.content().info(&candidate) {
                         Ok(i) => return Ok(Some(BlobInfo::new(candidate, i.size, media_type))),
                         Err(e) if e.is_not_found() => {}

@@ -6,6 +6,7 @@ mod errors;
 mod interop;
 mod platforms;
 mod put_blob;
+mod recompress;
 mod retries;
 mod reuse;
 mod round_trips;

@@ -95,3 +95,79 @@ async fn copies_within_a_registry_mount_blobs_instead_of_uploading_them() {
     .unwrap();
     assert_eq!((report.blobs_copied, report.blobs_reused), (3, 0));
 }
+
+#[tokio::test]
+async fn the_store_offers_a_layer_under_another_compression_only_when_substitution_is_allowed() {
+    use hoist_distribution::recompress::{LayerCompression, Recompression};
+    use hoist_distribution::transport::{BlobInfo, ImageName, ReuseOptions, open_destination};
+    let dir = tempfile::tempdir().unwrap();
+    let (layout, image) = simple_layout(&dir.path().join("src"));
+    let store = Store::open(dir.path().join("store")).unwrap();
+    let ctx = registry_context().with_store(store.clone());
+    // The store gets the zstd form of the layers; the cache learns both forms' DiffIDs.
+    let opts = CopyOptions {
+        cache: Some(store.clone()),
+        recompress: Some(Recompression::new(LayerCompression::Zstd)),
+        ..options(PlatformSelection::Current)
+    };
+    copy_names(
+        &format!("oci:{}:v1", layout.root.display()),
+        "store:example.com/hoist/zstd:1",
+        &ctx,
+        &opts,
+    )
+    .await
+    .unwrap();
+
+    let destination = open_destination(
+        &ImageName::parse("store:example.com/hoist/other:1").unwrap(),
+        &ctx,
+    )
+    .await
+    .unwrap();
+    let gzip_layer = BlobInfo::new(
+        image.layers[1].parse().unwrap(),
+        std::fs::metadata(layout.blob_path(&image.layers[1]))
+            .unwrap()
+            .len(),
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+    );
+    let exact = ReuseOptions {
+        cache: Some(store.clone()),
+        ..ReuseOptions::default()
+    };
+    assert_eq!(
+        destination
+            .try_reusing_blob(&gzip_layer, &exact)
+            .await
+            .unwrap(),
+        None,
+        "the gzip blob itself is not in the store"
+    );
+    let substitute = ReuseOptions {
+        can_substitute: true,
+        ..exact
+    };
+    let found = destination
+        .try_reusing_blob(&gzip_layer, &substitute)
+        .await
+        .unwrap()
+        .expect("the zstd form stands in");
+    assert_ne!(found.digest, gzip_layer.digest);
+    assert_eq!(
+        found.media_type,
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    assert_eq!(
+        store
+            .metadata()
+            .diff_id(&found.digest)
+            .unwrap()
+            .map(|d| d.to_string()),
+        Some(image.diff_ids[1].clone())
+    );
+    assert_eq!(
+        store.content().info(&found.digest).unwrap().size,
+        found.size
+    );
+}

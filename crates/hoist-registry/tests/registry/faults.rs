@@ -225,7 +225,11 @@ async fn a_refused_range_is_a_bad_partial_request() {
             .add_rule(Rule::get("/blobs/", Action::status(status)).once());
         let err = s
             .repo
-            .get_blob_at(&s.digest, &[Chunk::new(0, 10), Chunk::new(20, 10)])
+            .get_blob_at_with(
+                &s.digest,
+                &[Chunk::new(0, 10), Chunk::new(20, 10)],
+                hoist_registry::range::PlanOptions::default(),
+            )
             .await
             .unwrap_err();
         assert!(

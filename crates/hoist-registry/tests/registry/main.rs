@@ -7,6 +7,7 @@ mod blobs;
 mod faults;
 mod hostile;
 mod manifests;
+mod range_modes;
 mod ranges;
 mod tags;
 mod uploads;

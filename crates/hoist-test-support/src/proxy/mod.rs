@@ -13,6 +13,7 @@
 mod body;
 mod hostile;
 mod log;
+mod ranges;
 mod received;
 mod rules;
 
@@ -32,6 +33,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
 pub use log::{Listener, LogEntry};
+pub use ranges::RangeFault;
 pub use rules::{Action, Matcher, Occurrence, Rule};
 
 use crate::error::{Error, Result};
@@ -292,7 +294,7 @@ async fn handle(
     shared: &Shared,
     listener: Listener,
     control: &Arc<ConnControl>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<FaultBody> {
     let method = req.method().clone();
     let mut path = req.uri().path().to_owned();
@@ -327,9 +329,14 @@ async fn handle(
         Listener::Foreign => None,
     };
     lock(&entry).fault = action.clone();
+    let range_status = match &action {
+        Some(Action::Ranges(fault)) => ranges::apply(fault, req.headers_mut()),
+        _ => None,
+    };
 
     let response = match &action {
         Some(Action::StallBeforeResponse) => return hostile::never_answer(req).await,
+        _ if range_status.is_some() => local_status(range_status.unwrap_or(500), None),
         Some(Action::ResetBeforeResponse) => {
             control.reset_now();
             return std::future::pending().await;

@@ -159,6 +159,9 @@ pub enum Action {
     RedirectToForeignHost,
     /// Reads the request, then never answers (see `hostile.rs`): a registry that hangs.
     StallBeforeResponse,
+    /// A fault on range requests that depends on how many ranges they ask for
+    /// ([`super::RangeFault`]).
+    Ranges(super::RangeFault),
 }
 
 impl Action {

@@ -10,6 +10,7 @@ use crate::commands::Context;
 use crate::output::json_line;
 use crate::progress::{Mode, Renderer};
 use hoist_distribution::copy::{CopyOptions, PlatformSelection, copy};
+use hoist_distribution::recompress::Recompression;
 use hoist_distribution::transport::{
     ImageName, Platform, TransportContext, open_destination, open_source,
 };
@@ -39,6 +40,15 @@ pub async fn run(ctx: &Context, args: CopyArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot open {}", args.destination))?;
 
+    let recompress = args.compress.map(|format| Recompression {
+        level: args.compress_level,
+        ..Recompression::new(format)
+    });
+    if let Some(r) = &recompress {
+        r.check()
+            .map_err(|reason| anyhow::anyhow!("--compress {}: {reason}", r.format))?;
+    }
+
     let mode = Mode::choose(ctx.json, ctx.quiet, std::io::stderr().is_terminal());
     let renderer = Renderer::start(mode, Box::new(std::io::stdout()));
     let options = CopyOptions {
@@ -46,6 +56,7 @@ pub async fn run(ctx: &Context, args: CopyArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         progress: renderer.output(),
         cache: store,
+        recompress,
         ..CopyOptions::default()
     };
     let result = copy(src, dst, &options).await;
@@ -62,9 +73,19 @@ pub async fn run(ctx: &Context, args: CopyArgs) -> anyhow::Result<()> {
             "blobsCopied": report.blobs_copied,
             "blobsReused": report.blobs_reused,
             "bytesCopied": report.bytes_copied,
+            "layersRecompressed": report.layers_recompressed,
+            "sourceDigest": report.source_manifest_digest.to_string(),
         }))?;
     } else if !ctx.quiet {
         println!("Digest: {}", report.manifest_digest);
+        if report.manifest_digest != report.source_manifest_digest {
+            println!(
+                "Recompressed {} layers as {}: the manifest was rewritten (source digest {})",
+                report.layers_recompressed,
+                args.compress.map_or("requested", |c| c.name()),
+                report.source_manifest_digest
+            );
+        }
         println!(
             "Copied {} blobs ({} bytes), reused {}",
             report.blobs_copied, report.bytes_copied, report.blobs_reused

@@ -7,6 +7,7 @@ use std::process::{Command, Output, Stdio};
 use hoist_test_support::Registry;
 
 mod concurrency;
+mod copy_compress;
 mod crash;
 mod crash_push;
 mod pull;
