@@ -28,6 +28,7 @@
 #![allow(clippy::result_large_err)]
 
 mod blocking;
+pub mod chunked;
 pub mod config;
 pub mod copy;
 pub mod endpoint;
