@@ -134,6 +134,10 @@ pub struct PullConfig {
     pub unpack: bool,
     /// How many tags [`crate::pull_all_tags`] pulls at once.
     pub tag_concurrency: usize,
+    /// Whether zstd:chunked and eStargz layers may be pulled partially: only the chunks whose
+    /// files the store lacks are fetched and the layer is rebuilt and verified (the default).
+    /// The compressed blob is then not stored; see [`crate::pull`].
+    pub partial: bool,
 }
 
 impl fmt::Debug for PullConfig {
@@ -144,6 +148,7 @@ impl fmt::Debug for PullConfig {
             .field("platform", &self.platform)
             .field("unpack", &self.unpack)
             .field("tag_concurrency", &self.tag_concurrency)
+            .field("partial", &self.partial)
             .finish_non_exhaustive()
     }
 }
@@ -167,6 +172,7 @@ impl PullConfig {
             config_types: default_config_types(),
             unpack: true,
             tag_concurrency: DEFAULT_TAG_CONCURRENCY,
+            partial: true,
         })
     }
 

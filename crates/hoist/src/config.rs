@@ -48,6 +48,10 @@ pub struct Transfers {
     /// Attempts per layer before giving up.
     #[serde(default = "default_attempts")]
     pub max_attempts: u32,
+    /// Pull zstd:chunked and eStargz layers partially (only the chunks whose files the store
+    /// lacks); `false` always fetches whole blobs.
+    #[serde(default = "default_partial")]
+    pub partial_pulls: bool,
 }
 
 impl Default for Transfers {
@@ -56,6 +60,7 @@ impl Default for Transfers {
             concurrent_downloads: default_downloads(),
             concurrent_uploads: default_uploads(),
             max_attempts: default_attempts(),
+            partial_pulls: default_partial(),
         }
     }
 }
@@ -68,6 +73,9 @@ fn default_uploads() -> usize {
 }
 fn default_attempts() -> u32 {
     5
+}
+fn default_partial() -> bool {
+    true
 }
 
 /// Settings for one registry.

@@ -35,6 +35,7 @@ pub async fn pull(ctx: &Context, args: PullArgs) -> anyhow::Result<()> {
         .with_registries(ctx.config.mirrors())
         .with_unpack(!args.no_unpack)
         .with_progress(render.output());
+    config.partial = !args.no_partial && ctx.config.transfers.partial_pulls;
     config
         .download_manager
         .set_concurrency(ctx.config.transfers.concurrent_downloads);
@@ -64,6 +65,8 @@ pub async fn pull(ctx: &Context, args: PullArgs) -> anyhow::Result<()> {
                 "config": r.config.to_string(),
                 "layers": r.layers.len(),
                 "bytesFetched": r.bytes_fetched,
+                "partialLayers": r.partial_layers.len(),
+                "partialFallbacks": r.partial_fallbacks,
                 "endpoint": r.endpoint,
                 "mirror": r.mirror,
             }))?;
