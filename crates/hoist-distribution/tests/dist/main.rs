@@ -7,6 +7,7 @@ mod errors;
 mod faults;
 mod hostile;
 mod mirror;
+mod partial;
 mod pull;
 mod push;
 
