@@ -7,6 +7,7 @@ use std::process::{Command, Output, Stdio};
 use hoist_test_support::Registry;
 
 mod crash;
+mod partial;
 mod pull;
 
 /// Runs `hoist ARGS` with Docker's config directory set to `docker_config`.
