@@ -339,3 +339,86 @@ async fn pushing_an_image_with_an_absent_blob_fetches_it_and_others_can_pull_it(
         .unwrap();
     assert!(status.success());
 }
+
+/// The measurement behind `scripts/bench/partial.sh` (ignored in normal runs): a tree of 300
+/// files (~24 MB), v2 with 10 files changed and 5 added, both pushed as zstd:chunked; v1 is
+/// pulled, then v2 partially, and v2 again whole into a store that also holds v1. Prints one
+/// `PARTIAL_BENCH {json}` line with the bytes the proxy sent for v2's layer in each case.
+#[tokio::test]
+#[ignore = "measurement, run by scripts/bench/partial.sh"]
+async fn bench_partial_pull_bytes() {
+    let mut v1: Vec<(String, Vec<u8>)> = (0..300u64)
+        .map(|i| {
+            let len = 4_000 + (i as usize * 7919) % 160_000;
+            (
+                format!("usr/lib/pkg{}/file{i}.bin", i % 17),
+                noise(len, i + 100),
+            )
+        })
+        .collect();
+    v1.sort();
+    let mut v2 = v1.clone();
+    let mut changed = 0u64;
+    for i in 0..10usize {
+        let idx = i * 29;
+        let len = v2[idx].1.len();
+        v2[idx].1 = noise(len, 10_000 + i as u64);
+        changed += len as u64;
+    }
+    for i in 0..5u64 {
+        let data = noise(50_000, 20_000 + i);
+        changed += data.len() as u64;
+        v2.push((format!("usr/lib/new/added{i}.bin"), data));
+    }
+    v2.sort();
+    let registry = start_registry().await;
+    let proxy = FaultProxy::start(&registry.url()).await.unwrap();
+    let r = repo(&registry.host(), "bench");
+    let l1 = chunked(ChunkedFormat::ZstdChunked, &files(&v1));
+    let l2 = chunked(ChunkedFormat::ZstdChunked, &files(&v2));
+    push_chunked(&r, "v1", &l1).await;
+    push_chunked(&r, "v2", &l2).await;
+    let host = proxy.host();
+    let path = layer_path(&l2);
+
+    let partial_store = local_store();
+    let (cfg, _) = pull_config(&partial_store.store);
+    pull(&cfg, &image_ref(&host, "bench:v1")).await.unwrap();
+    let start = std::time::Instant::now();
+    let res = pull(&cfg, &image_ref(&host, "bench:v2")).await.unwrap();
+    let partial_secs = start.elapsed().as_secs_f64();
+    assert_eq!(res.partial_layers.len(), 1);
+    let partial_bytes = proxy.bytes_sent(&Matcher::get(&path));
+
+    proxy.clear_log();
+    let plain_store = local_store();
+    let (mut pcfg, _) = pull_config(&plain_store.store);
+    pcfg.partial = false;
+    pull(&pcfg, &image_ref(&host, "bench:v1")).await.unwrap();
+    let start = std::time::Instant::now();
+    let plain = pull(&pcfg, &image_ref(&host, "bench:v2")).await.unwrap();
+    let plain_secs = start.elapsed().as_secs_f64();
+    assert_eq!(plain.layers, res.layers);
+    let plain_bytes = proxy.bytes_sent(&Matcher::get(&path));
+    let size = l2.blob.len() as u64;
+    let metadata = match hoist_distribution::chunked::metadata_ranges(
+        ChunkedFormat::ZstdChunked,
+        &l2.annotations,
+        size,
+    )
+    .unwrap()
+    {
+        hoist_distribution::chunked::MetadataLocator::Ranges(r) => size - r.data_end,
+        hoist_distribution::chunked::MetadataLocator::Footer { .. } => 0,
+    };
+    println!(
+        "PARTIAL_BENCH {}",
+        json!({
+            "files_v1": v1.len(), "files_v2": v2.len(), "layer_bytes": size,
+            "changed_bytes": changed, "metadata_bytes": metadata,
+            "partial_bytes": partial_bytes, "plain_bytes": plain_bytes,
+            "partial_secs": partial_secs, "plain_secs": plain_secs,
+        })
+    );
+    assert!(partial_bytes as f64 <= 1.2 * (changed + metadata) as f64);
+}
