@@ -422,3 +422,68 @@ async fn bench_partial_pull_bytes() {
     );
     assert!(partial_bytes as f64 <= 1.2 * (changed + metadata) as f64);
 }
+
+#[tokio::test]
+async fn exporting_an_image_with_an_absent_blob_fetches_it_from_its_source() {
+    use hoist_distribution::copy::{CopyOptions, copy};
+    use hoist_distribution::transport::{
+        ImageName, TransportContext, open_destination, open_source,
+    };
+
+    let s = setup(ChunkedFormat::ZstdChunked).await;
+    let host = s.proxy.host();
+    let local = local_store();
+    let (cfg, _rec) = pull_config(&local.store);
+    pull(&cfg, &image_ref(&host, "app:v1")).await.unwrap();
+    let v2 = pull(&cfg, &image_ref(&host, "app:v2")).await.unwrap();
+    assert_eq!(v2.partial_layers.len(), 1);
+    let blob = sha(&s.v2_layer.blob);
+    let out = local.dir.path().join("export");
+    let context = TransportContext::default()
+        .with_store(local.store.clone())
+        .with_registry(client());
+    let source = open_source(
+        &ImageName::parse(&format!("store:{}", v2.reference)).unwrap(),
+        &context,
+    )
+    .await
+    .unwrap();
+    let destination = open_destination(
+        &ImageName::parse(&format!("oci:{}:v2", out.display())).unwrap(),
+        &context,
+    )
+    .await
+    .unwrap();
+    copy(source, destination, &CopyOptions::default())
+        .await
+        .unwrap();
+    let exported = out.join("blobs/sha256").join(blob.digest());
+    assert_eq!(std::fs::read(exported).unwrap(), s.v2_layer.blob);
+    // The store now holds the blob too, and the image is in its index.json.
+    assert!(local.store.content().contains(&blob).unwrap());
+    assert!(local.store.is_published(&v2.reference).unwrap());
+    // Without a registry client the blob cannot be fetched: the export fails, nothing dangles.
+    let local2 = local_store();
+    let (cfg2, _) = pull_config(&local2.store);
+    pull(&cfg2, &image_ref(&host, "app:v1")).await.unwrap();
+    let v2b = pull(&cfg2, &image_ref(&host, "app:v2")).await.unwrap();
+    let offline = TransportContext::default().with_store(local2.store.clone());
+    let source = open_source(
+        &ImageName::parse(&format!("store:{}", v2b.reference)).unwrap(),
+        &offline,
+    )
+    .await
+    .unwrap();
+    let out2 = local2.dir.path().join("export");
+    let destination = open_destination(
+        &ImageName::parse(&format!("oci:{}:v2", out2.display())).unwrap(),
+        &offline,
+    )
+    .await
+    .unwrap();
+    assert!(
+        copy(source, destination, &CopyOptions::default())
+            .await
+            .is_err()
+    );
+}
