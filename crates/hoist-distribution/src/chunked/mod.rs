@@ -31,8 +31,9 @@
 //! **eStargz** ([`ChunkedFormat::Estargz`], media type `…tar+gzip`): a concatenation of gzip
 //! members; every file's content (every chunk of it) starts a new member; the last members hold
 //! the TOC as a tar entry named `stargz.index.json` (followed by the end-of-archive blocks) and a
-//! 51-byte footer member whose extra field is `SG` + length 22 + `%016x` (the TOC member's offset)
-//! + `STARGZ`. Its descriptor carries `containerd.io/snapshot/stargz/toc.digest` (digest of the
+//! 51-byte footer member whose extra field is the subfield `SG` (22 bytes): the TOC member's
+//! offset as 16 hex digits, then `STARGZ`. Its descriptor carries
+//! `containerd.io/snapshot/stargz/toc.digest` (digest of the
 //! TOC JSON) and `io.containers.estargz.uncompressed-size`. The uncompressed layer (its DiffID) is
 //! the tar *including* the `stargz.index.json` entry. eStargz has no tar-split: a rebuild
 //! regenerates each tar header from the TOC fields, in the canonical form hoist's writer uses, so
@@ -177,3 +178,6 @@ pub fn detect(media_type: &str, annotations: &BTreeMap<String, String>) -> Optio
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -98,6 +98,8 @@ pub fn write_chunked(
 /// The smallest chunk size accepted.
 const MIN_CHUNK_SIZE: u64 = 4096;
 const BUF: usize = 64 * 1024;
+/// Chunks up to this size are compressed from memory with a reused context.
+const SMALL_CHUNK: u64 = 1 << 20;
 
 /// Hashes and counts what is read.
 struct HashingReader<R> {
@@ -201,17 +203,22 @@ fn write_zstd_chunked<R: Read, W: Write>(
     let mut split = tarsplit::Writer::new();
     // Headers and padding not yet compressed; `segment` the same for the tar-split.
     let mut pending: Vec<u8> = Vec::new();
+    let mut segment: Vec<u8> = Vec::new();
+    let mut small: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; BUF];
     loop {
         match read_header(input)? {
             Next::End(rest) => {
                 pending.extend_from_slice(&rest);
-                split.segment(&pending);
+                segment.extend_from_slice(&rest);
+                split.segment(&segment);
                 break;
             }
             Next::Header(header) => {
                 pending.extend_from_slice(&header.raw);
-                split.segment(&pending);
+                segment.extend_from_slice(&header.raw);
+                split.segment(&segment);
+                segment.clear();
                 let mut entry = header.entry;
                 if header.data_size == 0 {
                     split.file(&header.raw_name, 0, None);
@@ -228,12 +235,21 @@ fn write_zstd_chunked<R: Read, W: Write>(
                 while done < header.data_size {
                     let len = options.chunk_size.min(header.data_size - done);
                     let start = out.count;
-                    let mut encoder = zstd::stream::write::Encoder::new(&mut out, level)?;
-                    encoder.include_checksum(true)?;
-                    encoder.set_pledged_src_size(Some(len))?;
-                    let digest =
-                        copy_chunk(input, &mut encoder, len, &mut hash, &entry.name, &mut buf)?;
-                    encoder.finish()?;
+                    let digest = if len <= SMALL_CHUNK {
+                        // Small chunks: one reused compression context.
+                        small.clear();
+                        copy_chunk(input, &mut small, len, &mut hash, &entry.name, &mut buf)?;
+                        out.write_all(&frames.compress(&small)?)?;
+                        sha256_of(&small)
+                    } else {
+                        let mut encoder = zstd::stream::write::Encoder::new(&mut out, level)?;
+                        encoder.include_checksum(true)?;
+                        encoder.set_pledged_src_size(Some(len))?;
+                        let digest =
+                            copy_chunk(input, &mut encoder, len, &mut hash, &entry.name, &mut buf)?;
+                        encoder.finish()?;
+                        digest
+                    };
                     entry.chunks.push(TocChunk {
                         offset: start,
                         end_offset: out.count,
@@ -250,6 +266,7 @@ fn write_zstd_chunked<R: Read, W: Write>(
                 let pad = padding(header.data_size);
                 pending.resize(pad, 0);
                 read_content(input, &mut pending, &entry.name)?;
+                segment.extend_from_slice(&pending);
                 entries.push(entry);
             }
         }
@@ -384,10 +401,7 @@ fn write_estargz<R: Read, W: Write>(
     let mut entries: Vec<TocEntry> = Vec::new();
     let mut buf = vec![0u8; BUF];
     let mut skip = Vec::new();
-    loop {
-        let Next::Header(header) = read_header(input)? else {
-            break;
-        };
+    while let Next::Header(header) = read_header(input)? {
         let mut entry = header.entry;
         members.write(&canonical_header(&entry))?;
         if header.data_size > 0 {

@@ -3,6 +3,7 @@
 //! compressed with gzip (flate2) or zstd, configs and manifests crafted and `PUT`.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod chunked;
 mod errors;
 mod faults;
 mod hostile;
