@@ -515,6 +515,9 @@ impl LayerDescriptor {
         if present {
             return None;
         }
+        // Leased like a fetched blob: its absent record must survive a gc until the image is
+        // referenced.
+        self.lease().await.ok()?;
         let expected = self
             .config()
             .await
