@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use oci_spec::image::Descriptor;
+use oci_spec::image::{Descriptor, Digest};
 
 use crate::content::ContentStore;
 use crate::digests;
@@ -217,10 +217,15 @@ impl Store {
             }
         }
         let _guard = self.gc_lock(Mode::Shared, Wait::Block)?;
+        let listed: BTreeMap<String, Digest> = self
+            .layout()
+            .names()?
+            .into_iter()
+            .map(|n| (n.name, n.descriptor.digest().clone()))
+            .collect();
         let mut added = Vec::new();
         for r in self.metadata().references()? {
-            let listed = self.layout().resolve(&r.name)?;
-            if listed.as_ref().map(Descriptor::digest) == Some(r.target.digest()) {
+            if listed.get(&r.name) == Some(r.target.digest()) {
                 continue;
             }
             let reach = graph::reach(self.content(), [r.target.clone()])?;
