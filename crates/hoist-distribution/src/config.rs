@@ -139,6 +139,10 @@ pub struct PullConfig {
     /// [`Error::LayerTooLarge`] and keeps nothing of the layer. Default
     /// [`DEFAULT_MAX_LAYER_BYTES`].
     pub max_layer_bytes: u64,
+    /// Whether zstd:chunked and eStargz layers may be pulled partially: only the chunks whose
+    /// files the store lacks are fetched and the layer is rebuilt and verified (the default).
+    /// The compressed blob is then not stored; see [`crate::pull`].
+    pub partial: bool,
 }
 
 /// The default [`PullConfig::max_layer_bytes`]: 64 GiB.
@@ -153,6 +157,7 @@ impl fmt::Debug for PullConfig {
             .field("unpack", &self.unpack)
             .field("tag_concurrency", &self.tag_concurrency)
             .field("max_layer_bytes", &self.max_layer_bytes)
+            .field("partial", &self.partial)
             .finish_non_exhaustive()
     }
 }
@@ -177,6 +182,7 @@ impl PullConfig {
             unpack: true,
             tag_concurrency: DEFAULT_TAG_CONCURRENCY,
             max_layer_bytes: DEFAULT_MAX_LAYER_BYTES,
+            partial: true,
         })
     }
 

@@ -67,6 +67,12 @@ pub(crate) struct PullContext {
     pub moved: AtomicBool,
     /// Most bytes a layer may unpack to (see [`crate::PullConfig::max_layer_bytes`]).
     pub max_layer_bytes: u64,
+    /// Whether chunked layers may be pulled partially.
+    pub partial: bool,
+    /// Layers pulled partially, for the pull to record.
+    pub partials: Mutex<Vec<crate::partial::PartialRecord>>,
+    /// Partial pulls that fell back to a full pull.
+    pub partial_fallbacks: AtomicU64,
 }
 
 /// The display id of a blob: the first 12 hex digits of its digest, as Docker shows layers.
@@ -558,6 +564,82 @@ impl LayerDescriptor {
     }
 }
 
+impl LayerDescriptor {
+    /// Pulls the layer partially when it is chunked, the store lacks its blob and partial pulls
+    /// are on; `None` means pull it whole (the reason is logged at debug level and shown in
+    /// progress).
+    async fn try_partial(&self, ctx: &DownloadContext) -> Option<Arc<StagedBlob>> {
+        if !self.cx.partial || self.cx.layers.is_none() {
+            return None;
+        }
+        let format = crate::chunked::detect(&self.layer.blob.media_type, &self.layer.annotations)?;
+        let store = self.cx.store.clone();
+        let digest = self.digest().clone();
+        let present = blocking(move || store.content().contains(&digest))
+            .await
+            .ok()?
+            .ok()?;
+        if present {
+            return None;
+        }
+        // Leased like a fetched blob: its absent record must survive a gc until the image is
+        // referenced.
+        self.lease().await.ok()?;
+        let expected = self
+            .config()
+            .await
+            .ok()?
+            .diff_ids
+            .get(self.index)
+            .cloned()?;
+        ctx.progress()
+            .update(Progress::new(ctx.id(), "Partial pull").with_message(format!("{format}")));
+        let mut fetched = 0u64;
+        let result = crate::partial::pull_partial(
+            &self.cx,
+            self.index,
+            &self.layer,
+            format,
+            &expected,
+            &mut fetched,
+        )
+        .await;
+        let mb = |b: u64| b as f64 / 1e6;
+        match result {
+            Ok(p) => {
+                let note = format!(
+                    "partial: fetched {:.1} of {:.1} MB ({} files local, {} fetched)",
+                    mb(fetched),
+                    mb(self.size()),
+                    p.plan.local_files,
+                    p.plan.fetched_files
+                );
+                tracing::debug!(blob = %self.digest(), fetch_bytes = p.plan.fetch_bytes, "{note}");
+                ctx.progress()
+                    .update(Progress::new(ctx.id(), "Download complete").with_message(note));
+                lock(&self.cx.partials).push(p.record);
+                Some(Arc::new(StagedBlob::new(
+                    self.digest().clone(),
+                    self.layer.compression,
+                    expected,
+                    Some(p.staged),
+                )))
+            }
+            Err(e) => {
+                tracing::debug!(blob = %self.digest(), reason = %e, fetched, "partial pull fell back to a full pull");
+                self.cx.partial_fallbacks.fetch_add(1, Ordering::Relaxed);
+                ctx.progress().update(
+                    Progress::new(ctx.id(), "Downloading").with_message(format!(
+                        "partial pull not possible ({e}); fetched {:.1} MB for nothing, pulling the whole layer",
+                        mb(fetched)
+                    )),
+                );
+                None
+            }
+        }
+    }
+}
+
 /// Starts the ingest task: it writes what it is fed and hands the writer back at [`Feed::End`].
 /// If its feeder goes away first, it drops the writer, which keeps the bytes for a resume.
 fn spawn_ingest(
@@ -676,6 +758,9 @@ impl DownloadDescriptor for LayerDescriptor {
     }
 
     async fn download(&self, ctx: DownloadContext) -> Result<Arc<StagedBlob>, BoxError> {
+        if let Some(staged) = self.try_partial(&ctx).await {
+            return Ok(staged);
+        }
         let mut restart = false;
         loop {
             match self.attempt(&ctx, restart).await {

@@ -27,6 +27,7 @@
 // a hot loop; boxing every variant would make matching on it clumsier for no measurable gain.
 #![allow(clippy::result_large_err)]
 
+pub mod absent;
 mod blocking;
 pub mod chunked;
 pub mod config;
@@ -36,6 +37,7 @@ pub mod error;
 mod fetch;
 pub mod layers;
 pub mod manifest;
+pub mod partial;
 pub mod platform;
 pub mod pull;
 pub mod push;

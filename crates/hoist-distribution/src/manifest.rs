@@ -129,6 +129,9 @@ pub struct LayerRef {
     pub blob: BlobRef,
     /// How it is compressed.
     pub compression: Compression,
+    /// The descriptor's annotations (zstd:chunked and eStargz layers locate their table of
+    /// contents with them).
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// An image manifest (Docker schema 2 or OCI).
@@ -214,6 +217,8 @@ struct RawDescriptor {
     digest: String,
     size: i64,
     platform: Option<RawPlatform>,
+    #[serde(default)]
+    annotations: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize)]
@@ -377,9 +382,11 @@ pub fn parse(
                     media_type: l.media_type.clone(),
                 }
             })?;
+            let annotations = l.annotations.clone().unwrap_or_default();
             Ok(LayerRef {
                 blob: blob_ref(l, digest)?,
                 compression,
+                annotations,
             })
         })
         .collect::<Result<Vec<_>>>()?;

@@ -77,6 +77,11 @@ pub struct PullResult {
     pub endpoint: String,
     /// Whether that host is a mirror.
     pub mirror: bool,
+    /// Layers pulled partially (their compressed blobs are not stored; see
+    /// [`hoist_store::AbsentBlob`]).
+    pub partial_layers: Vec<Digest>,
+    /// Partial pulls that fell back to a full pull.
+    pub partial_fallbacks: u64,
 }
 
 /// Pulls `reference` into the local store.
@@ -427,6 +432,9 @@ async fn pull_from(
         fetched: AtomicU64::new(manifest_bytes),
         moved: AtomicBool::new(false),
         max_layer_bytes: config.max_layer_bytes,
+        partial: config.partial && config.unpack,
+        partials: std::sync::Mutex::new(Vec::new()),
+        partial_fallbacks: AtomicU64::new(0),
     });
     let fetch_cfg = fetch_config(repo, policy, &store, &image, &cx.fetched, &config_tx);
 
@@ -524,7 +532,10 @@ async fn pull_from(
         });
     }
 
-    // Record: blob info, image, reference.
+    let partials: Vec<crate::partial::PartialRecord> = crate::layers::lock(&cx.partials).clone();
+    let partial_layers: Vec<Digest> = partials.iter().map(|p| p.blob.clone()).collect();
+
+    // Record: absent blobs of partial pulls, blob info, image, reference.
     let name = store_name(reference, &top.digest);
     let layers: Vec<PulledLayer> = image
         .layers
@@ -548,10 +559,14 @@ async fn pull_from(
         let repository = reference.repository().to_owned();
         let unpacked = config.unpack;
         let wanted = wanted.clone();
+        let partials = partials.clone();
+        let chain: Vec<Digest> = rootfs.chain_ids().collect();
         blocking(move || -> Result<()> {
             let md = store.metadata();
             let now = SystemTime::now();
             let rec = |e| Error::store("recording blob information", e);
+            crate::partial::record(&store, &partials, &chain, &registry, &repository)
+                .map_err(rec)?;
             for (layer, diff_id) in image.layers.iter().zip(&image_config.diff_ids) {
                 let d = &layer.blob.digest;
                 if unpacked {
@@ -609,6 +624,8 @@ async fn pull_from(
         bytes_fetched: cx.fetched.load(Ordering::Relaxed),
         endpoint: endpoint.host().to_owned(),
         mirror: endpoint.mirror,
+        partial_layers,
+        partial_fallbacks: cx.partial_fallbacks.load(Ordering::Relaxed),
     })
 }
 

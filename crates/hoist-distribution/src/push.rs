@@ -106,6 +106,8 @@ impl ProgressOutput for PushProgress {
 /// What the layer uploads of one push share.
 struct PushContext {
     repo: Repository,
+    /// For blobs a partial pull left out: fetched from where they came from before uploading.
+    client: hoist_registry::RegistryClient,
     store: Store,
     registry: String,
     chunk_size: u64,
@@ -181,6 +183,13 @@ impl LayerUpload {
         let digest = &self.blob.digest;
         let size = self.blob.size;
         let reg = |e| Error::registry(format!("uploading blob {digest}"), e);
+        if crate::absent::is_absent(&self.cx.store, digest).await? {
+            ctx.progress().update(
+                Progress::new(ctx.id(), "Preparing")
+                    .with_message("fetching the blob a partial pull left out".to_owned()),
+            );
+            crate::absent::fetch_absent_blob(&self.cx.client, &self.cx.store, digest).await?;
+        }
         let kept = lock(&self.session).take();
         let mut session = match kept {
             Some(mut s) => match s.refresh().await {
@@ -364,6 +373,7 @@ pub async fn push(config: &PushConfig, reference: &ImageRef) -> Result<PushResul
     });
     let cx = Arc::new(PushContext {
         repo: repo.clone(),
+        client: config.client.clone(),
         store: config.store.clone(),
         registry: reference.registry().to_owned(),
         chunk_size: config.chunk_size.max(1),
@@ -596,7 +606,7 @@ async fn push_image(
         let present = blocking(move || store.content().contains(&d))
             .await?
             .map_err(|e| Error::store("checking a layer blob", e))?;
-        if !present {
+        if !present && !crate::absent::is_absent(&config.store, &layer.blob.digest).await? {
             return Err(Error::MissingBlob {
                 reference: familiar.to_owned(),
                 digest: layer.blob.digest.clone(),

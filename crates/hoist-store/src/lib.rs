@@ -59,6 +59,7 @@ mod content;
 pub mod digests;
 mod durable;
 mod error;
+pub mod files;
 mod graph;
 pub mod layer;
 pub mod layout;
@@ -75,8 +76,9 @@ pub use error::{Result, StoreError};
 pub use layout::{Layout, NamedDescriptor, REF_NAME_ANNOTATION};
 pub use maintenance::{FsckFinding, FsckOptions, FsckProblem, FsckReport, GcOptions, GcReport};
 pub use metadata::{
-    BlobLocation, Compression, ImagePlatform, ImageRecord, LabelSubject, Labels, LeaseOptions,
-    LeaseRecord, LeaseResource, LocationCandidate, Metadata, ReferenceKind, ReferenceRecord,
+    AbsentBlob, BlobLocation, Compression, FileContent, ImagePlatform, ImageRecord, LabelSubject,
+    Labels, LeaseOptions, LeaseRecord, LeaseResource, LocationCandidate, Metadata, ReferenceKind,
+    ReferenceRecord,
 };
 pub use store::{Lease, Store};
 

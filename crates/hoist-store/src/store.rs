@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use oci_spec::image::Descriptor;
+use oci_spec::image::{Descriptor, Digest};
 
 use crate::content::ContentStore;
 use crate::digests;
@@ -15,7 +15,7 @@ use crate::layer::LayerStore;
 use crate::layout::{self, Layout, NamedDescriptor};
 use crate::lock::{FileLock, Mode, Wait};
 use crate::maintenance::{self, FsckOptions, FsckReport, GcOptions, GcReport, LayerMaintenance};
-use crate::metadata::{LeaseOptions, LeaseResource, Metadata};
+use crate::metadata::{AbsentBlob, LeaseOptions, LeaseResource, Metadata};
 
 /// The local store: an OCI image layout plus ingests, unpacked layers and a metadata database.
 ///
@@ -135,7 +135,18 @@ impl Store {
         }
         let _guard = self.gc_lock(Mode::Shared, Wait::Block)?;
         let reach = graph::reach(self.content(), [target.clone()])?;
-        if let Some(m) = reach.missing.first() {
+        let mut absent = 0usize;
+        for m in &reach.missing {
+            // A layer whose blob a partial pull never fetched is legitimate when recorded.
+            if m.parent.is_some()
+                && self
+                    .metadata()
+                    .absent_blob(m.descriptor.digest())?
+                    .is_some()
+            {
+                absent += 1;
+                continue;
+            }
             return Err(StoreError::IncompleteImage {
                 root: target.digest().clone(),
                 missing: m.descriptor.digest().clone(),
@@ -163,7 +174,71 @@ impl Store {
             target.media_type().as_ref(),
             target.size(),
         )?;
-        self.layout().add(name, target)
+        if absent > 0 {
+            // index.json names complete images only: other tools must never meet a dangling
+            // descriptor. hoist still resolves the name from the database.
+            tracing::debug!(
+                name,
+                absent,
+                "image lacks compressed blobs; kept out of index.json until they arrive"
+            );
+            self.layout().remove(name)?;
+            return Ok(());
+        }
+        self.layout().add(name, target)?;
+        drop(_guard);
+        self.publish_completed()?;
+        Ok(())
+    }
+
+    /// Whether reference `name` is in `index.json` (hoist references to images that lack a
+    /// compressed blob are not, until it arrives).
+    pub fn is_published(&self, name: &str) -> Result<bool> {
+        Ok(self.layout().resolve(name)?.is_some())
+    }
+
+    /// The blobs that `target`'s images lack but whose layers are present (recorded by a partial
+    /// pull), with where to fetch them from.
+    pub fn absent_blobs_of(&self, target: &Descriptor) -> Result<Vec<AbsentBlob>> {
+        let reach = graph::reach(self.content(), [target.clone()])?;
+        let mut out = Vec::new();
+        for m in reach.missing {
+            if let Some(a) = self.metadata().absent_blob(m.descriptor.digest())? {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Brings the store's bookkeeping up to date after blobs arrived: absent-blob records of
+    /// blobs now present are dropped, and every database reference whose image is now complete
+    /// but is missing from `index.json` is added there. Returns the names added.
+    pub fn publish_completed(&self) -> Result<Vec<String>> {
+        for a in self.metadata().absent_blobs()? {
+            if self.content().contains(&a.digest)? {
+                self.metadata().remove_absent_blob(&a.digest)?;
+            }
+        }
+        let _guard = self.gc_lock(Mode::Shared, Wait::Block)?;
+        let listed: BTreeMap<String, Digest> = self
+            .layout()
+            .names()?
+            .into_iter()
+            .map(|n| (n.name, n.descriptor.digest().clone()))
+            .collect();
+        let mut added = Vec::new();
+        for r in self.metadata().references()? {
+            if listed.get(&r.name) == Some(r.target.digest()) {
+                continue;
+            }
+            let reach = graph::reach(self.content(), [r.target.clone()])?;
+            if reach.missing.is_empty() && reach.unreadable.is_empty() {
+                self.layout().add(&r.name, &r.target)?;
+                tracing::debug!(name = %r.name, "image complete; added to index.json");
+                added.push(r.name);
+            }
+        }
+        Ok(added)
     }
 
     /// The manifest or index that `name` points to: from the database, or else from
@@ -267,6 +342,7 @@ impl Drop for Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::FsckOptions;
     use crate::graph::tests::store_image;
     use oci_spec::image::MediaType;
 
@@ -354,6 +430,64 @@ mod tests {
             m.digest()
         );
         assert_eq!(store.references().unwrap().len(), 1);
+    }
+
+    fn absent(store: &Store, digest: &oci_spec::image::Digest) -> AbsentBlob {
+        let a = AbsentBlob {
+            digest: digest.clone(),
+            diff_id: digest.clone(),
+            size: store.content().stat(digest).unwrap().0,
+            media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+            registry: "127.0.0.1:5000".into(),
+            repository: "a/b".into(),
+        };
+        store.metadata().record_absent_blob(&a).unwrap();
+        a
+    }
+
+    #[test]
+    fn an_image_lacking_a_recorded_absent_blob_stays_out_of_index_json_until_it_arrives() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (m, _config, layers) = store_image(store.content(), "a", 2);
+        let record = absent(&store, &layers[1]);
+        let body = b"layer a 1".to_vec();
+        store.content().delete(&layers[1]).unwrap();
+        let name = "127.0.0.1:5000/a/b:1";
+        store.add_reference(name, &m).unwrap();
+        assert_eq!(store.resolve(name).unwrap().unwrap().digest(), m.digest());
+        assert!(!store.is_published(name).unwrap());
+        assert!(store.layout().names().unwrap().is_empty());
+        assert_eq!(store.absent_blobs_of(&m).unwrap(), vec![record]);
+        // fsck finds nothing wrong with it.
+        let report = store.fsck(&FsckOptions::default()).unwrap();
+        assert!(
+            !report
+                .findings
+                .iter()
+                .any(|f| matches!(f.problem, crate::FsckProblem::MissingBlob { .. })),
+            "{report:?}"
+        );
+        // The blob arrives: the image enters index.json and the record goes.
+        store.content().put_bytes(&body, Some(&layers[1])).unwrap();
+        assert_eq!(store.publish_completed().unwrap(), vec![name.to_owned()]);
+        assert!(store.is_published(name).unwrap());
+        assert!(store.metadata().absent_blobs().unwrap().is_empty());
+        assert!(store.absent_blobs_of(&m).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_missing_blob_without_a_record_still_refuses_the_reference() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (m, _config, layers) = store_image(store.content(), "a", 2);
+        absent(&store, &layers[0]);
+        store.content().delete(&layers[0]).unwrap();
+        store.content().delete(&layers[1]).unwrap();
+        assert!(matches!(
+            store.add_reference("r/a:1", &m),
+            Err(StoreError::IncompleteImage { missing, .. }) if missing == layers[1]
+        ));
     }
 
     #[test]

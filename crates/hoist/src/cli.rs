@@ -116,6 +116,10 @@ pub struct PullArgs {
     /// Only fetch and verify the blobs; layers are unpacked on first use
     #[arg(long)]
     pub no_unpack: bool,
+    /// Fetch whole blobs even for zstd:chunked and eStargz layers (by default only the chunks
+    /// whose files the store lacks are fetched; config: transfers.partial_pulls)
+    #[arg(long)]
+    pub no_partial: bool,
 }
 
 /// `hoist push`.

@@ -53,6 +53,10 @@ pub struct Transfers {
     /// bomb guard).
     #[serde(default = "default_max_layer_bytes")]
     pub max_layer_bytes: u64,
+    /// Pull zstd:chunked and eStargz layers partially (only the chunks whose files the store
+    /// lacks); `false` always fetches whole blobs.
+    #[serde(default = "default_partial")]
+    pub partial_pulls: bool,
 }
 
 impl Default for Transfers {
@@ -62,6 +66,7 @@ impl Default for Transfers {
             concurrent_uploads: default_uploads(),
             max_attempts: default_attempts(),
             max_layer_bytes: default_max_layer_bytes(),
+            partial_pulls: default_partial(),
         }
     }
 }
@@ -78,6 +83,9 @@ fn default_uploads() -> usize {
 }
 fn default_attempts() -> u32 {
     5
+}
+fn default_partial() -> bool {
+    true
 }
 
 /// Settings for one registry.

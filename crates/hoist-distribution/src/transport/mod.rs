@@ -321,9 +321,11 @@ pub async fn open_source(
         ImageName::DockerArchive { path, image } => {
             Arc::new(DockerArchiveSource::open(path, image.clone()).await?)
         }
-        ImageName::Store(reference) => {
-            Arc::new(StoreSource::open(context.store()?.clone(), reference.clone()).await?)
-        }
+        ImageName::Store(reference) => Arc::new(
+            StoreSource::open(context.store()?.clone(), reference.clone())
+                .await?
+                .with_registry(context.registry.clone()),
+        ),
     })
 }
 

@@ -33,6 +33,7 @@ pub struct StoreSource {
     store: Store,
     reference: ImageRef,
     top: Descriptor,
+    registry: Option<hoist_registry::RegistryClient>,
 }
 
 impl StoreSource {
@@ -61,7 +62,32 @@ impl StoreSource {
             store,
             reference,
             top,
+            registry: None,
         })
+    }
+
+    /// Lets the source fetch, with `client`, the blobs a partial pull left out (the layer is in
+    /// the store, the compressed blob is not) from the registry they were pulled from, when a
+    /// copy or export needs them. Without a client such blobs are not found.
+    pub fn with_registry(mut self, client: Option<hoist_registry::RegistryClient>) -> StoreSource {
+        self.registry = client;
+        self
+    }
+
+    /// Fetches `digest` into the store when a partial pull left it out; whether it did.
+    async fn fetch_absent(&self, digest: &Digest) -> Result<bool> {
+        let Some(client) = &self.registry else {
+            return Ok(false);
+        };
+        crate::absent::fetch_absent_blob(client, &self.store, digest)
+            .await
+            .map_err(|e| Error::Incomplete {
+                location: self.name(),
+                reason: format!(
+                    "blob {digest} was left out by a partial pull and could not be fetched: {}",
+                    hoist_xfer::describe(&e)
+                ),
+            })
     }
 
     fn not_found(&self, what: &str, digest: &Digest) -> Error {
@@ -162,14 +188,21 @@ impl ImageSource for StoreSource {
 
     fn get_blob<'a>(&'a self, info: &'a BlobInfo) -> BoxFuture<'a, Result<(ByteStream, u64)>> {
         Box::pin(async move {
-            let content = self.store.content().clone();
-            let d = info.digest.clone();
-            let reader = blocking("open a blob", move || {
-                content
-                    .reader(&d)
-                    .map_err(|e| Error::store(format!("open blob {d}"), e))
-            })
-            .await;
+            let open = || {
+                let content = self.store.content().clone();
+                let d = info.digest.clone();
+                blocking("open a blob", move || {
+                    content
+                        .reader(&d)
+                        .map_err(|e| Error::store(format!("open blob {d}"), e))
+                })
+            };
+            let reader = match open().await {
+                Err(e) if e.is_not_found() && self.fetch_absent(&info.digest).await? => {
+                    open().await
+                }
+                other => other,
+            };
             let reader = match reader {
                 Ok(r) => r,
                 Err(e) if e.is_not_found() => return Err(self.not_found("blob", &info.digest)),

@@ -9,6 +9,7 @@ mod faults;
 mod hostile;
 mod matrix;
 mod mirror;
+mod partial;
 mod pull;
 mod push;
 

@@ -289,6 +289,25 @@ pub(crate) fn run(store: &Store, options: &FsckOptions) -> Result<FsckReport> {
         }
         let complete = reach.missing.is_empty();
         for m in reach.missing {
+            // A layer blob a partial pull did not fetch, its layer verified: legitimate (the
+            // image stays out of index.json until the blob arrives).
+            if m.parent.is_some() && metadata.absent_blob(m.descriptor.digest())?.is_some() {
+                if in_index.is_some() {
+                    let repaired = options.repair && {
+                        layout.remove(&name)?;
+                        true
+                    };
+                    report.push(
+                        FsckProblem::MissingBlob {
+                            name: name.clone(),
+                            parent: m.parent.unwrap_or_else(|| root.digest().clone()),
+                            digest: m.descriptor.digest().clone(),
+                        },
+                        repaired,
+                    );
+                }
+                continue;
+            }
             // The database keeps the reference (so hoist knows what to fetch again); index.json
             // only names complete images.
             let repaired = options.repair && {

@@ -151,6 +151,21 @@ pub(crate) fn run(store: &Store, options: &GcOptions) -> Result<GcReport> {
         }
     }
 
+    // Absent-blob records (layers a partial pull rebuilt) that no reached image needs any more.
+    if blobs_safe {
+        let needed: HashSet<&Digest> = reach
+            .missing
+            .iter()
+            .map(|m| m.descriptor.digest())
+            .collect();
+        for a in metadata.absent_blobs()? {
+            if !needed.contains(&a.digest) && !leased_blobs.contains(&a.digest) && !options.dry_run
+            {
+                metadata.remove_absent_blob(&a.digest)?;
+            }
+        }
+    }
+
     // Image records whose manifest is gone.
     let removed: HashSet<&Digest> = report.removed_blobs.iter().collect();
     for image in metadata.images()? {
@@ -270,6 +285,38 @@ mod tests {
     use crate::maintenance::tests::FakeLayers;
     use crate::metadata::LeaseOptions;
     use std::sync::Arc;
+
+    #[test]
+    fn absent_blob_records_stay_while_a_referenced_image_needs_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (m, _config, layers) = store_image(store.content(), "a", 1);
+        let (_m2, _c2, other) = store_image(store.content(), "b", 1);
+        for d in [&layers[0], &other[0]] {
+            store
+                .metadata()
+                .record_absent_blob(&crate::metadata::AbsentBlob {
+                    digest: d.clone(),
+                    diff_id: d.clone(),
+                    size: 1,
+                    media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+                    registry: "r".into(),
+                    repository: "a".into(),
+                })
+                .unwrap();
+            store.content().delete(d).unwrap();
+        }
+        store.add_reference("r/a:1", &m).unwrap();
+        store.gc(&GcOptions::default()).unwrap();
+        let left: Vec<Digest> = store
+            .metadata()
+            .absent_blobs()
+            .unwrap()
+            .into_iter()
+            .map(|a| a.digest)
+            .collect();
+        assert_eq!(left, vec![layers[0].clone()]);
+    }
 
     #[test]
     fn unreferenced_blobs_go_and_referenced_and_leased_ones_stay() {

@@ -25,7 +25,9 @@
 //! with, which other local users have no need to see. (SQLite gives its `-wal` and `-shm` files
 //! the same mode.)
 
+mod absent;
 mod blobinfo;
+mod files;
 mod images;
 mod labels;
 mod leases;
@@ -41,7 +43,9 @@ use std::time::Duration;
 use oci_spec::image::Digest;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
+pub use absent::AbsentBlob;
 pub use blobinfo::{BlobLocation, Compression, LocationCandidate, MAX_LOCATIONS_PER_BLOB};
+pub use files::FileContent;
 pub use images::{ImagePlatform, ImageRecord};
 pub use labels::{LabelSubject, Labels};
 pub use leases::{LeaseOptions, LeaseRecord, LeaseResource};

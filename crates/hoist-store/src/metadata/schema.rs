@@ -87,6 +87,31 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX lease_resources_by_resource ON lease_resources(kind, id);
     "#,
+    // Version 2.
+    r#"
+    -- Layers that are present and verified while their compressed blob is not (a partial pull
+    -- rebuilt them from chunks): where the blob can be fetched or mounted from.
+    CREATE TABLE absent_blobs (
+        digest      TEXT PRIMARY KEY,
+        diff_id     TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        media_type  TEXT NOT NULL,
+        registry    TEXT NOT NULL,
+        repository  TEXT NOT NULL,
+        recorded_ms INTEGER NOT NULL
+    );
+
+    -- Contents of regular files in unpacked layers, for partial pulls to find local copies.
+    CREATE TABLE file_contents (
+        chain_id  TEXT NOT NULL,
+        path      TEXT NOT NULL,
+        size      INTEGER NOT NULL,
+        digest    TEXT NOT NULL,
+        mtime_ns  INTEGER,
+        PRIMARY KEY (chain_id, path)
+    );
+    CREATE INDEX file_contents_by_digest ON file_contents(digest, size);
+    "#,
 ];
 
 /// The schema version this build creates and understands.
@@ -144,6 +169,6 @@ mod tests {
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(tables, 8);
+        assert_eq!(tables, 10);
     }
 }

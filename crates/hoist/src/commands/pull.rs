@@ -36,6 +36,7 @@ pub async fn pull(ctx: &Context, args: PullArgs) -> anyhow::Result<()> {
         .with_unpack(!args.no_unpack)
         .with_max_layer_bytes(ctx.config.transfers.max_layer_bytes)
         .with_progress(render.output());
+    config.partial = !args.no_partial && ctx.config.transfers.partial_pulls;
     config
         .download_manager
         .set_concurrency(ctx.config.transfers.concurrent_downloads);
@@ -65,6 +66,8 @@ pub async fn pull(ctx: &Context, args: PullArgs) -> anyhow::Result<()> {
                 "config": r.config.to_string(),
                 "layers": r.layers.len(),
                 "bytesFetched": r.bytes_fetched,
+                "partialLayers": r.partial_layers.len(),
+                "partialFallbacks": r.partial_fallbacks,
                 "endpoint": r.endpoint,
                 "mirror": r.mirror,
             }))?;

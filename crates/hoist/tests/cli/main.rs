@@ -10,6 +10,7 @@ mod concurrency;
 mod copy_compress;
 mod crash;
 mod crash_push;
+mod partial;
 mod pull;
 mod security;
 
