@@ -367,11 +367,14 @@ async fn store_files_are_never_writable_by_others_and_the_database_is_private_wh
             &format!("{}/sec/tmp:stall", proxy.host()),
         ],
     );
+    let big_hex = big_d.to_string().replace(':', "_");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let ingest_data = loop {
         let found = std::fs::read_dir(root.join("ingest"))
             .unwrap()
             .filter_map(|e| e.ok())
+            // The stalled layer's ingest: the config's may commit and vanish before the walk.
+            .filter(|e| e.file_name().to_string_lossy().contains(&big_hex[..32]))
             .map(|e| e.path().join("data"))
             .find(|p| p.metadata().is_ok_and(|m| m.len() > 0));
         if let Some(p) = found {
