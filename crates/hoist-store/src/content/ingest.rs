@@ -167,8 +167,7 @@ impl Durable {
 /// Makes the first `offset` bytes of `file` durable and records them, with their digest, as the
 /// ingest's checkpoint in `dir`.
 fn record_checkpoint(file: &File, dir: &Path, offset: u64, digest: String) -> Result<u64> {
-    file.sync_data()
-        .ctx("fsync ingest data", &dir.join(DATA))?;
+    file.sync_data().ctx("fsync ingest data", &dir.join(DATA))?;
     let cp = Checkpoint { offset, digest };
     let bytes = serde_json::to_vec(&cp).map_err(|e| StoreError::Malformed {
         what: "ingest checkpoint",
@@ -459,7 +458,10 @@ impl Writer {
         let digest = self.hasher.current().to_string();
         let r = record_checkpoint(&self.file, &self.dir, self.offset, digest);
         let offset = self.guard(r)?;
-        self.durable.get_mut().unwrap_or_else(|p| p.into_inner()).offset = offset;
+        self.durable
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .offset = offset;
         self.next_checkpoint = self.offset.saturating_add(self.checkpoint_interval);
         Ok(())
     }
@@ -474,7 +476,10 @@ impl Writer {
         self.guard(r)?;
         self.hasher = DigestHasher::for_algorithm(&self.hasher.algorithm());
         self.offset = 0;
-        self.durable.get_mut().unwrap_or_else(|p| p.into_inner()).offset = 0;
+        self.durable
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .offset = 0;
         self.next_checkpoint = self.checkpoint_interval;
         Ok(())
     }
@@ -637,8 +642,7 @@ impl Write for Writer {
         }
         self.offset += len;
         if self.offset >= self.next_checkpoint {
-            self.checkpoint_in_background()
-                .map_err(io::Error::other)?;
+            self.checkpoint_in_background().map_err(io::Error::other)?;
         }
         Ok(data.len())
     }
@@ -940,9 +944,8 @@ pub(crate) fn sweep_ingests(
                 .to_str()
                 .is_some_and(|n| n.starts_with(super::PUT_TEMP_PREFIX))
                 && entry.metadata().is_ok_and(|m| {
-                    m.modified().is_ok_and(|t| {
-                        now.duration_since(t).unwrap_or(Duration::ZERO) >= max_age
-                    })
+                    m.modified()
+                        .is_ok_and(|t| now.duration_since(t).unwrap_or(Duration::ZERO) >= max_age)
                 });
             if stale && !dry_run {
                 durable::remove_file_if_exists(&dir)?;
