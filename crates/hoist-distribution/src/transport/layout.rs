@@ -339,7 +339,7 @@ const WRITEBACK_EVERY: u64 = 32 << 20;
 /// How a [`FileBlobSink`] verifies.
 enum Check {
     /// On the writing thread.
-    Inline(Verifier),
+    Inline(Box<Verifier>),
     /// On a thread of its own, overlapping the writes.
     Parallel(ParallelVerifier),
 }
@@ -371,7 +371,7 @@ impl FileBlobSink {
                     .map_err(|e| Error::io("start a thread to verify", &target, e))?,
             )
         } else {
-            Check::Inline(verifier)
+            Check::Inline(Box::new(verifier))
         };
         Ok(FileBlobSink {
             tmp,
