@@ -18,7 +18,9 @@ use tempfile::NamedTempFile;
 use super::BlobInfo;
 use super::error::{Error, Result};
 use super::manifest::{Descriptor, OCI_INDEX};
-use super::stream::{BlobSink, Verifier, hasher_for, verify_bytes};
+use super::stream::{
+    BlobSink, PARALLEL_FROM, ParallelVerifier, Verifier, hasher_for, verify_bytes,
+};
 
 /// The annotation naming an image in `index.json`.
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
@@ -331,12 +333,29 @@ impl LayoutWriter {
     }
 }
 
+/// Bytes written between two background `fdatasync`s of a blob being written.
+const WRITEBACK_EVERY: u64 = 32 << 20;
+
+/// How a [`FileBlobSink`] verifies.
+enum Check {
+    /// On the writing thread.
+    Inline(Box<Verifier>),
+    /// On a thread of its own, overlapping the writes.
+    Parallel(ParallelVerifier),
+}
+
 /// Writes one blob into a temporary file next to its target, verifying it on the way, and
 /// renames it into place only once it is complete and correct.
+///
+/// The hashing runs on its own thread beside the writes, and every [`WRITEBACK_EVERY`] bytes a
+/// background `fdatasync` starts the disk writing early, so that the fsync before the rename
+/// finds little left to do instead of the whole blob.
 pub(crate) struct FileBlobSink {
     tmp: NamedTempFile,
     target: PathBuf,
-    verifier: Verifier,
+    check: Check,
+    unsynced: u64,
+    writeback: Option<std::thread::JoinHandle<io::Result<()>>>,
 }
 
 impl FileBlobSink {
@@ -346,11 +365,66 @@ impl FileBlobSink {
             .prefix(".hoist-blob-")
             .tempfile_in(tmp_dir)
             .map_err(|e| Error::io("create a temporary file in", tmp_dir, e))?;
+        let check = if verifier.size() >= PARALLEL_FROM {
+            Check::Parallel(
+                ParallelVerifier::spawn(verifier)
+                    .map_err(|e| Error::io("start a thread to verify", &target, e))?,
+            )
+        } else {
+            Check::Inline(Box::new(verifier))
+        };
         Ok(FileBlobSink {
             tmp,
             target,
-            verifier,
+            check,
+            unsynced: 0,
+            writeback: None,
         })
+    }
+
+    fn write_file(&mut self, data: &[u8]) -> Result<()> {
+        let path = self.tmp.path().to_owned();
+        self.tmp
+            .as_file_mut()
+            .write_all(data)
+            .map_err(|e| Error::io("write", path, e))?;
+        self.unsynced += data.len() as u64;
+        if self.unsynced >= WRITEBACK_EVERY {
+            self.start_writeback()?;
+        }
+        Ok(())
+    }
+
+    /// Starts an `fdatasync` in the background, unless the previous one is still running.
+    fn start_writeback(&mut self) -> Result<()> {
+        if self.writeback.as_ref().is_some_and(|h| !h.is_finished()) {
+            return Ok(());
+        }
+        self.wait_writeback()?;
+        let Ok(file) = self.tmp.as_file().try_clone() else {
+            return Ok(()); // only an optimisation: the final fsync covers everything
+        };
+        self.writeback = std::thread::Builder::new()
+            .name("hoist-writeback".into())
+            .spawn(move || file.sync_data())
+            .ok();
+        self.unsynced = 0;
+        Ok(())
+    }
+
+    /// Waits for a background `fdatasync`; its failure is the blob's (the error is reported to
+    /// one fsync only, so it must not be lost).
+    fn wait_writeback(&mut self) -> Result<()> {
+        let path = self.tmp.path().to_owned();
+        match self.writeback.take().map(std::thread::JoinHandle::join) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(Error::io("fsync", path, e)),
+            Some(Err(_)) => Err(Error::io(
+                "fsync",
+                path,
+                io::Error::other("the writeback thread failed"),
+            )),
+        }
     }
 }
 
@@ -358,33 +432,48 @@ impl BlobSink for FileBlobSink {
     type Output = ();
 
     fn write(&mut self, data: &[u8]) -> Result<()> {
-        self.verifier.update(data)?;
-        let path = self.tmp.path().to_owned();
-        self.tmp
-            .as_file_mut()
-            .write_all(data)
-            .map_err(|e| Error::io("write", path, e))
+        match &mut self.check {
+            Check::Inline(v) => v.update(data)?,
+            Check::Parallel(v) => v.update(Bytes::copy_from_slice(data))?,
+        }
+        self.write_file(data)
     }
 
-    fn finish(self) -> Result<()> {
-        self.verifier.finish()?;
+    fn write_bytes(&mut self, data: Bytes) -> Result<()> {
+        match &mut self.check {
+            Check::Inline(v) => v.update(&data)?,
+            Check::Parallel(v) => v.update(data.clone())?,
+        }
+        self.write_file(&data)
+    }
+
+    fn finish(mut self) -> Result<()> {
         let path = self.tmp.path().to_owned();
-        self.tmp
-            .as_file()
-            .sync_all()
-            .map_err(|e| Error::io("fsync", path, e))?;
-        self.tmp
-            .persist(&self.target)
-            .map_err(|e| Error::io("rename into place", &self.target, e.error))?;
-        match self.target.parent() {
+        let synced = self.wait_writeback().and_then(|()| {
+            self.tmp
+                .as_file()
+                .sync_all()
+                .map_err(|e| Error::io("fsync", path, e))
+        });
+        let FileBlobSink {
+            tmp, target, check, ..
+        } = self;
+        match check {
+            Check::Inline(v) => v.finish()?,
+            Check::Parallel(v) => v.finish()?,
+        }
+        synced?;
+        tmp.persist(&target)
+            .map_err(|e| Error::io("rename into place", &target, e.error))?;
+        match target.parent() {
             Some(dir) => fsync_dir(dir),
             None => Ok(()),
         }
     }
 
-    fn abort(self) {
+    fn abort(mut self) {
+        let _ = self.wait_writeback();
         // Dropping the temporary file removes it.
-        drop(self.tmp);
     }
 }
 
@@ -493,6 +582,32 @@ mod tests {
             names.len(),
             3,
             "only oci-layout, index.json, blobs: {names:?}"
+        );
+    }
+
+    #[test]
+    fn a_large_blob_is_verified_beside_the_writes_and_lands_only_when_right() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = LayoutWriter::create(dir.path(), "oci:test").unwrap();
+        let data: Vec<u8> = (0..(6u32 << 20)).map(|i| (i % 251) as u8).collect();
+        let info = BlobInfo::new(sha256(&data), data.len() as u64, String::new());
+        let mut wrong = data.clone();
+        wrong[4 << 20] ^= 1;
+        let mut sink = w.blob_sink(&info).unwrap();
+        for part in wrong.chunks(300_000) {
+            sink.write_bytes(Bytes::copy_from_slice(part)).unwrap();
+        }
+        assert!(matches!(sink.finish(), Err(Error::DigestMismatch { .. })));
+        assert!(!w.has_blob(&info.digest, info.size).unwrap());
+        let mut sink = w.blob_sink(&info).unwrap();
+        for part in data.chunks(300_000) {
+            sink.write_bytes(Bytes::copy_from_slice(part)).unwrap();
+        }
+        sink.finish().unwrap();
+        assert!(w.has_blob(&info.digest, info.size).unwrap());
+        assert_eq!(
+            fs::read(blob_path(dir.path(), &info.digest).unwrap()).unwrap(),
+            data
         );
     }
 

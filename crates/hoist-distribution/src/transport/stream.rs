@@ -99,6 +99,11 @@ impl Verifier {
         Ok(())
     }
 
+    /// The size the content must have.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
     /// The digest the content must have.
     pub fn expected(&self) -> &Digest {
         &self.expected
@@ -129,6 +134,82 @@ impl Verifier {
     }
 }
 
+/// Blobs from this size on are verified by a [`ParallelVerifier`].
+pub(crate) const PARALLEL_FROM: u64 = 4 << 20;
+
+/// Chunks queued for a [`ParallelVerifier`]'s thread.
+const VERIFY_QUEUE: usize = 4;
+
+/// A [`Verifier`] running on a thread of its own, so that hashing a blob overlaps writing it: on
+/// a large blob the hash (about 1 GB/s) and the copy into the page cache each cost about as much
+/// as the other, and one thread doing both takes their sum.
+pub(crate) struct ParallelVerifier {
+    tx: Option<std::sync::mpsc::SyncSender<Bytes>>,
+    handle: Option<std::thread::JoinHandle<Result<Verifier>>>,
+}
+
+impl ParallelVerifier {
+    /// Starts the thread; without one, the caller should verify inline.
+    pub fn spawn(verifier: Verifier) -> io::Result<ParallelVerifier> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(VERIFY_QUEUE);
+        let handle = std::thread::Builder::new()
+            .name("hoist-verify".into())
+            .spawn(move || {
+                let mut verifier = verifier;
+                for chunk in rx {
+                    // The first error ends the thread; the sender then sees it at once.
+                    verifier.update(&chunk)?;
+                }
+                Ok(verifier)
+            })?;
+        Ok(ParallelVerifier {
+            tx: Some(tx),
+            handle: Some(handle),
+        })
+    }
+
+    fn join(&mut self) -> Result<Verifier> {
+        self.tx = None;
+        match self.handle.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) | None => Err(Error::Stream {
+                digest: String::new(),
+                source: io::Error::other("the blob verification thread failed"),
+            }),
+        }
+    }
+
+    /// Feeds bytes; fails once the verifier has failed (too many bytes).
+    pub fn update(&mut self, data: Bytes) -> Result<()> {
+        let sent = match &self.tx {
+            Some(tx) => tx.send(data).is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        // The thread has stopped: it says why.
+        match self.join() {
+            Err(e) => Err(e),
+            Ok(v) => Err(v.size_error()),
+        }
+    }
+
+    /// Waits for every byte fed to be hashed, then checks size and digest.
+    pub fn finish(mut self) -> Result<()> {
+        self.join()?.finish()
+    }
+}
+
+impl Drop for ParallelVerifier {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 /// A writer fed from a blocking thread by [`pump`].
 pub(crate) trait BlobSink: Send + 'static {
     /// What a successful write yields.
@@ -136,6 +217,12 @@ pub(crate) trait BlobSink: Send + 'static {
 
     /// Takes the next bytes.
     fn write(&mut self, data: &[u8]) -> Result<()>;
+
+    /// Takes the next bytes as a shared buffer ([`pump`] calls this): a sink that hands them to
+    /// another thread keeps them without a copy.
+    fn write_bytes(&mut self, data: Bytes) -> Result<()> {
+        self.write(&data)
+    }
 
     /// The stream ended cleanly: verify and publish. On failure it must remove what it wrote.
     fn finish(self) -> Result<Self::Output>;
@@ -158,7 +245,7 @@ pub(crate) async fn pump<S: BlobSink>(
     let worker = tokio::task::spawn_blocking(move || {
         let mut sink = sink;
         while let Some(chunk) = rx.blocking_recv() {
-            if let Err(e) = sink.write(&chunk) {
+            if let Err(e) = sink.write_bytes(chunk) {
                 sink.abort();
                 return Err(e);
             }
@@ -356,6 +443,36 @@ mod tests {
         let mut h = Hasher::sha256();
         h.update(data);
         h.finish().parse().unwrap()
+    }
+
+    #[test]
+    fn parallel_verifier_accepts_the_right_bytes_only() {
+        let data = Bytes::from(vec![7u8; 3 << 20]);
+        let d = digest_of(&data);
+        let size = data.len() as u64;
+        let check = |parts: Vec<Bytes>, size: u64| -> Result<()> {
+            let mut v = ParallelVerifier::spawn(Verifier::new("blob", &d, size).unwrap()).unwrap();
+            for p in parts {
+                v.update(p)?;
+            }
+            v.finish()
+        };
+        check(vec![data.slice(..1000), data.slice(1000..)], size).unwrap();
+        let mut wrong = data.to_vec();
+        wrong[5] ^= 1;
+        assert!(matches!(
+            check(vec![Bytes::from(wrong)], size),
+            Err(Error::DigestMismatch { .. })
+        ));
+        assert!(matches!(
+            check(vec![data.slice(..10)], size),
+            Err(Error::SizeMismatch { .. })
+        ));
+        let too_many: Vec<Bytes> = (0..64).map(|_| data.clone()).collect();
+        assert!(matches!(
+            check(too_many, size),
+            Err(Error::SizeMismatch { .. })
+        ));
     }
 
     #[test]

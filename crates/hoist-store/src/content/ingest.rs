@@ -26,10 +26,18 @@
 //! Checkpoints are written every [`DEFAULT_CHECKPOINT_INTERVAL`] bytes by default (change it with
 //! [`Writer::set_checkpoint_interval`], or call [`Writer::checkpoint`]); they only matter for
 //! power loss, since a killed process loses nothing that reached the kernel.
+//!
+//! An automatic checkpoint runs on a thread of its own (fdatasync of the data, then the
+//! checkpoint record written atomically) while the writer goes on taking bytes: an fsync of tens
+//! of megabytes would otherwise stall the download feeding the writer. It records the offset and
+//! digest of the moment it began, which the fdatasync covers. Anything that changes the data file
+//! other than appending (reset, discard, commit, abort) and the writer's drop first wait for it.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use oci_spec::image::{Digest, DigestAlgorithm};
@@ -110,13 +118,64 @@ pub struct Writer {
     buf: Vec<u8>,
     hasher: DigestHasher,
     offset: u64,
-    durable: u64,
+    durable: Mutex<Durable>,
     expected: Option<Digest>,
     expected_size: Option<u64>,
     checkpoint_interval: u64,
     next_checkpoint: u64,
     failed: bool,
     done: bool,
+}
+
+/// What is known to be on stable storage, and the automatic checkpoint that may be extending it.
+#[derive(Debug)]
+struct Durable {
+    /// The offset of the last completed checkpoint.
+    offset: u64,
+    /// An automatic checkpoint running in the background: it yields the offset it made durable.
+    running: Option<JoinHandle<Result<u64>>>,
+    /// How the last background checkpoint failed, until the writer reports it.
+    failed: Option<StoreError>,
+}
+
+impl Durable {
+    fn new(offset: u64) -> Durable {
+        Durable {
+            offset,
+            running: None,
+            failed: None,
+        }
+    }
+
+    /// Waits for the running checkpoint, if any, and records its outcome.
+    fn settle(&mut self, reference: &str) {
+        if let Some(handle) = self.running.take() {
+            match handle.join() {
+                Ok(Ok(offset)) => self.offset = self.offset.max(offset),
+                Ok(Err(e)) => self.failed = Some(e),
+                Err(_) => {
+                    tracing::warn!(reference, "an ingest checkpoint thread panicked");
+                    self.failed = Some(StoreError::WriterFailed {
+                        reference: reference.to_owned(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Makes the first `offset` bytes of `file` durable and records them, with their digest, as the
+/// ingest's checkpoint in `dir`.
+fn record_checkpoint(file: &File, dir: &Path, offset: u64, digest: String) -> Result<u64> {
+    file.sync_data().ctx("fsync ingest data", &dir.join(DATA))?;
+    let cp = Checkpoint { offset, digest };
+    let bytes = serde_json::to_vec(&cp).map_err(|e| StoreError::Malformed {
+        what: "ingest checkpoint",
+        location: dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    durable::write_atomic(&dir.join(CHECKPOINT), &bytes)?;
+    Ok(offset)
 }
 
 /// Refuses references that cannot name an ingest.
@@ -271,7 +330,7 @@ impl Writer {
             buf: Vec::with_capacity(BUFFER),
             hasher: resumed.hasher,
             offset: resumed.offset,
-            durable: resumed.durable,
+            durable: Mutex::new(Durable::new(resumed.durable)),
             expected: resumed.expected,
             expected_size: resumed.expected_size,
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
@@ -291,9 +350,52 @@ impl Writer {
         self.offset
     }
 
-    /// Bytes known to be on stable storage.
+    /// Bytes known to be on stable storage (after waiting for a checkpoint in progress).
     pub fn durable_offset(&self) -> u64 {
-        self.durable
+        let mut d = self.durable.lock().unwrap_or_else(|p| p.into_inner());
+        d.settle(&self.reference);
+        d.offset
+    }
+
+    /// Waits for a background checkpoint and reports its failure, if it failed.
+    fn settle_checkpoint(&mut self) -> Result<()> {
+        let reference = self.reference.clone();
+        let d = self.durable.get_mut().unwrap_or_else(|p| p.into_inner());
+        d.settle(&reference);
+        match d.failed.take() {
+            Some(e) => {
+                self.failed = true;
+                Err(e)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Starts an automatic checkpoint on its own thread (after the previous one has finished).
+    fn checkpoint_in_background(&mut self) -> Result<()> {
+        self.settle_checkpoint()?;
+        self.flush_buf()?;
+        let path = self.data_path();
+        let r = self.file.try_clone().ctx("open ingest data", &path);
+        let file = self.guard(r)?;
+        let dir = self.dir.clone();
+        let offset = self.offset;
+        let digest = self.hasher.current().to_string();
+        let spawned = std::thread::Builder::new()
+            .name("hoist-checkpoint".into())
+            .spawn(move || record_checkpoint(&file, &dir, offset, digest));
+        match spawned {
+            Ok(handle) => {
+                self.durable
+                    .get_mut()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .running = Some(handle);
+                self.next_checkpoint = offset.saturating_add(self.checkpoint_interval);
+                Ok(())
+            }
+            // No thread to spare: checkpoint here instead.
+            Err(_) => self.checkpoint(),
+        }
     }
 
     /// The digest the content must have, when known (given now or when the ingest began).
@@ -351,22 +453,15 @@ impl Writer {
     /// from here.
     pub fn checkpoint(&mut self) -> Result<()> {
         self.usable()?;
+        self.settle_checkpoint()?;
         self.flush_buf()?;
-        let path = self.data_path();
-        let r = self.file.sync_data().ctx("fsync ingest data", &path);
-        self.guard(r)?;
-        let cp = Checkpoint {
-            offset: self.offset,
-            digest: self.hasher.current().to_string(),
-        };
-        let bytes = serde_json::to_vec(&cp).map_err(|e| StoreError::Malformed {
-            what: "ingest checkpoint",
-            location: self.dir.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        let r = durable::write_atomic(&self.dir.join(CHECKPOINT), &bytes);
-        self.guard(r)?;
-        self.durable = self.offset;
+        let digest = self.hasher.current().to_string();
+        let r = record_checkpoint(&self.file, &self.dir, self.offset, digest);
+        let offset = self.guard(r)?;
+        self.durable
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .offset = offset;
         self.next_checkpoint = self.offset.saturating_add(self.checkpoint_interval);
         Ok(())
     }
@@ -375,12 +470,16 @@ impl Writer {
     /// cannot resume, say).
     pub fn reset(&mut self) -> Result<()> {
         self.usable()?;
+        self.settle_checkpoint()?;
         self.buf.clear();
         let r = truncate_to(&mut self.file, &self.dir, 0);
         self.guard(r)?;
         self.hasher = DigestHasher::for_algorithm(&self.hasher.algorithm());
         self.offset = 0;
-        self.durable = 0;
+        self.durable
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .offset = 0;
         self.next_checkpoint = self.checkpoint_interval;
         Ok(())
     }
@@ -427,6 +526,7 @@ impl Writer {
         if let Some(d) = digest {
             digests::check_algorithm(d)?;
         }
+        self.settle_checkpoint()?;
         self.flush_buf()?;
         for want in [size, self.expected_size].into_iter().flatten() {
             if want != self.offset {
@@ -492,12 +592,20 @@ impl Writer {
     /// Throws away bytes that cannot be right, keeping the ingest (at offset zero).
     fn discard(&mut self) -> Result<()> {
         self.failed = true;
+        self.durable
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .settle(&self.reference);
         truncate_to(&mut self.file, &self.dir, 0)
     }
 
     /// Removes the ingest and its data.
     pub fn abort(mut self) -> Result<()> {
         self.done = true;
+        self.durable
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .settle(&self.reference);
         remove_ingest(&self.dir, &self.lock)
     }
 }
@@ -534,7 +642,7 @@ impl Write for Writer {
         }
         self.offset += len;
         if self.offset >= self.next_checkpoint {
-            self.checkpoint().map_err(io::Error::other)?;
+            self.checkpoint_in_background().map_err(io::Error::other)?;
         }
         Ok(data.len())
     }
@@ -548,6 +656,11 @@ impl Write for Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
+        // The lock goes with the writer: no checkpoint may outlive it.
+        self.durable
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .settle(&self.reference);
         if !self.done && !self.failed {
             // Keep what was received for the next writer; durability is not promised here.
             if let Err(e) = self.flush_buf() {
@@ -825,6 +938,18 @@ pub(crate) fn sweep_ingests(
         let entry = entry.ctx("list", root)?;
         let dir = entry.path();
         if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            // A small blob's temporary file, left by a crash before its rename.
+            let stale = entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(super::PUT_TEMP_PREFIX))
+                && entry.metadata().is_ok_and(|m| {
+                    m.modified()
+                        .is_ok_and(|t| now.duration_since(t).unwrap_or(Duration::ZERO) >= max_age)
+                });
+            if stale && !dry_run {
+                durable::remove_file_if_exists(&dir)?;
+            }
             continue;
         }
         let meta = read_meta(&dir);

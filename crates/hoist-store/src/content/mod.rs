@@ -12,6 +12,7 @@ mod read;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -303,17 +304,41 @@ impl ContentStore {
             Some(d) => d.clone(),
             None => digests::sha256_of(bytes),
         };
-        let size = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
-        let mut w = match self.writer(&format!("bytes-{digest}"), Some(&digest), Some(size)) {
-            Ok(w) => w,
-            Err(StoreError::AlreadyExists { .. }) => return self.info(&digest),
-            Err(e) => return Err(e),
-        };
-        if w.offset() != 0 {
-            w.reset()?;
+        let target = self.blob_path(&digest)?;
+        if self.contains(&digest)? {
+            return self.info(&digest);
         }
-        io::Write::write_all(&mut w, bytes).map_err(|e| w.error_from_io(e))?;
-        w.commit(Some(size), Some(&digest))
+        // The bytes are all here: verify them first, then write them once (no resumable ingest,
+        // no lock, no checkpoint: there is nothing to resume).
+        let mut hasher = DigestHasher::for_algorithm(digest.algorithm());
+        hasher.update(bytes);
+        let actual = hasher.finish();
+        if actual != digest {
+            return Err(StoreError::DigestMismatch {
+                expected: digest,
+                actual,
+            });
+        }
+        let tmp = self.inner.ingest.join(put_temp_name());
+        let written = (|| {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(durable::FILE_MODE)
+                .open(&tmp)
+                .ctx("create", &tmp)?;
+            io::Write::write_all(&mut f, bytes).ctx("write", &tmp)?;
+            f.sync_all().ctx("fsync", &tmp)?;
+            fs::rename(&tmp, &target).ctx("rename into place", &target)
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written?;
+        if let Some(parent) = target.parent() {
+            durable::fsync_dir(parent)?;
+        }
+        self.info(&digest)
     }
 
     /// The state of an ingest.
@@ -331,6 +356,17 @@ impl ContentStore {
     pub fn abort(&self, reference: &str) -> Result<()> {
         ingest::abort(self, reference)
     }
+}
+
+/// Prefix of the temporary files [`ContentStore::put_bytes`] writes in `ingest/` (left behind
+/// only by a crash between creation and rename; the ingest sweep removes old ones).
+pub(crate) const PUT_TEMP_PREFIX: &str = ".put-";
+
+/// A temporary file name no other writer (thread or process) will pick.
+fn put_temp_name() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{PUT_TEMP_PREFIX}{}-{n}", std::process::id())
 }
 
 fn not_found_or(e: io::Error, digest: &Digest, path: &Path) -> StoreError {
