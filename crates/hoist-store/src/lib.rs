@@ -23,7 +23,7 @@
 //!   [`BlobReader`] re-verifies the digest as it reaches the end; [`Store::fsck`] re-hashes all.
 //! * **No lost byte.** Ingests survive `kill -9` at any point and resume where the bytes on disk
 //!   end; after a power loss they resume from the last checkpoint (see [`Writer`]). Metadata
-//!   changes are SQLite transactions with `synchronous=FULL`; `index.json` is replaced atomically.
+//!   changes are SQLite transactions (WAL; reference changes fsynced, see `metadata`); `index.json` is replaced atomically.
 //! * **Several processes.** Any number of processes may use one store at once: one writer per
 //!   ingest (others wait, or get [`StoreError::Locked`] from the non-blocking variant, and then see
 //!   the blob committed), `index.json` edits are serialised by a lock file, the database by

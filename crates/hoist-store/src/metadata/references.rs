@@ -87,7 +87,7 @@ impl Metadata {
         size: u64,
     ) -> Result<()> {
         let now = unix_millis(SystemTime::now());
-        self.write(|tx| {
+        self.write_durable(|tx| {
             tx.execute(
                 "INSERT INTO refs (name, kind, target, media_type, size, updated_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -133,7 +133,7 @@ impl Metadata {
 
     /// Removes a reference (and its labels); returns whether it existed.
     pub fn remove_reference(&self, name: &str) -> Result<bool> {
-        self.write(|tx| {
+        self.write_durable(|tx| {
             tx.execute(
                 "DELETE FROM labels WHERE kind = 'reference' AND subject = ?1",
                 [name],
