@@ -328,11 +328,23 @@ pub async fn copy(
     if let Some(cache) = &options.cache {
         record_layers(cache, &plan, &diff_ids, &rewrites).await;
     }
-    let top = if rewrites.is_empty() {
+    let config = match &options.recompress {
+        Some(target) if target.format.changes_diff_ids() => {
+            let config = plan.layer_sets.first().map(|(config, _)| config.clone());
+            match config {
+                Some(config) => Some(
+                    rewrite_config(&*source, &*destination, options, &config, &rewrites).await?,
+                ),
+                None => None,
+            }
+        }
+        _ => None,
+    };
+    let top = if rewrites.is_empty() && config.is_none() {
         top
     } else {
         let target = options.recompress.as_ref().map(|r| r.format);
-        rewrite_manifest(&image, &top, &rewrites, target)?
+        rewrite_manifest(&image, &top, &rewrites, target, config.as_ref())?
     };
 
     for child in &plan.children {
@@ -552,8 +564,120 @@ struct Rewrite {
     info: BlobInfo,
     /// Its descriptor's annotations (chunked formats).
     annotations: BTreeMap<String, String>,
-    /// Its uncompressed digest, unchanged.
+    /// The source layer's uncompressed digest.
     diff_id: Digest,
+    /// The written layer's uncompressed digest (differs for eStargz, which rewrites the tar).
+    written_diff_id: Digest,
+}
+
+/// An image config's bytes, verified against its digest and bounded in size.
+async fn read_config(
+    source: &dyn ImageSource,
+    retry: &RetryPolicy,
+    config: &BlobInfo,
+) -> transport::Result<Vec<u8>> {
+    with_retries(retry, || {
+        Box::pin(async move {
+            let (mut stream, _) = source.get_blob(config).await?;
+            let mut bytes = Vec::new();
+            while let Some(piece) = stream.next().await {
+                let piece = piece.map_err(|e| transport::Error::Stream {
+                    digest: config.digest.to_string(),
+                    source: e,
+                })?;
+                bytes.extend_from_slice(&piece);
+                if bytes.len() as u64 > manifest::CONFIG_LIMIT {
+                    return Err(transport::Error::TooLarge {
+                        what: "config",
+                        digest: config.digest.to_string(),
+                        location: source.name(),
+                        limit: manifest::CONFIG_LIMIT,
+                    });
+                }
+            }
+            transport::stream::verify_bytes("config", &config.digest, &bytes)?;
+            Ok(bytes)
+        })
+    })
+    .await
+}
+
+/// Writes the image config with the DiffIDs of the layers written (eStargz rewrites the tars):
+/// every `rootfs.diff_ids` entry a rewritten layer had is replaced by the written layer's. Other
+/// fields are kept (re-serialised, so the config gets a new digest). Returns the config written.
+async fn rewrite_config(
+    source: &dyn ImageSource,
+    destination: &dyn ImageDestination,
+    options: &CopyOptions,
+    config: &BlobInfo,
+    rewrites: &HashMap<Digest, Rewrite>,
+) -> Result<BlobInfo, CopyError> {
+    let image = source.name();
+    let bytes = read_config(source, &options.retry, config).await?;
+    let invalid = |reason: String| CopyError::InvalidManifest {
+        image: image.clone(),
+        digest: config.digest.to_string(),
+        reason,
+    };
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| invalid(format!("config: {e}")))?;
+    let renamed: HashMap<String, String> = rewrites
+        .values()
+        .filter(|r| r.written_diff_id != r.diff_id)
+        .map(|r| (r.diff_id.to_string(), r.written_diff_id.to_string()))
+        .collect();
+    let diff_ids = doc
+        .get_mut("rootfs")
+        .and_then(|r| r.get_mut("diff_ids"))
+        .and_then(|d| d.as_array_mut())
+        .ok_or_else(|| invalid("the config has no rootfs.diff_ids".into()))?;
+    let mut changed = 0usize;
+    for entry in diff_ids.iter_mut() {
+        if let Some(new) = entry.as_str().and_then(|old| renamed.get(old)) {
+            *entry = new.clone().into();
+            changed += 1;
+        }
+    }
+    if changed < renamed.len() {
+        return Err(invalid(
+            "a rewritten layer's DiffID is not in the config's rootfs.diff_ids".into(),
+        ));
+    }
+    let new_bytes = if changed == 0 {
+        bytes
+    } else {
+        serde_json::to_vec(&doc).map_err(|e| invalid(format!("config: {e}")))?
+    };
+    let info = BlobInfo::new(
+        hoist_registry::digest::sha256_of(&new_bytes),
+        new_bytes.len() as u64,
+        config.media_type.clone(),
+    );
+    let reuse = ReuseOptions {
+        is_config: true,
+        cache: options.cache.clone(),
+        ..ReuseOptions::default()
+    };
+    if destination.try_reusing_blob(&info, &reuse).await?.is_some() {
+        return Ok(info);
+    }
+    let put = PutOptions {
+        cache: options.cache.clone(),
+        is_config: true,
+        empty_layer: false,
+        layer_index: None,
+    };
+    let data = Bytes::from(new_bytes);
+    with_retries(&options.retry, || {
+        let stream: ByteStream = Box::pin(futures_util::stream::once(std::future::ready(Ok(
+            data.clone()
+        ))));
+        let info = &info;
+        let put = &put;
+        Box::pin(async move { destination.put_blob(stream, info, put).await })
+    })
+    .await?;
+    Ok(info)
 }
 
 /// Layer digest -> DiffID, from the configs of the images planned (what cannot be read is left
@@ -565,30 +689,7 @@ async fn layer_diff_ids(
 ) -> HashMap<Digest, Digest> {
     let mut out = HashMap::new();
     for (config, layers) in &plan.layer_sets {
-        let read = with_retries(retry, || {
-            Box::pin(async move {
-                let (mut stream, _) = source.get_blob(config).await?;
-                let mut bytes = Vec::new();
-                while let Some(piece) = stream.next().await {
-                    let piece = piece.map_err(|e| transport::Error::Stream {
-                        digest: config.digest.to_string(),
-                        source: e,
-                    })?;
-                    bytes.extend_from_slice(&piece);
-                    if bytes.len() as u64 > manifest::CONFIG_LIMIT {
-                        return Err(transport::Error::TooLarge {
-                            what: "config",
-                            digest: config.digest.to_string(),
-                            location: source.name(),
-                            limit: manifest::CONFIG_LIMIT,
-                        });
-                    }
-                }
-                transport::stream::verify_bytes("config", &config.digest, &bytes)?;
-                Ok(bytes)
-            })
-        })
-        .await;
+        let read = read_config(source, retry, config).await;
         let bytes = match read {
             Ok(b) => b,
             Err(e) => {
@@ -657,6 +758,10 @@ fn prepare_recompression(
             job.recompress = target.format.is_chunked() || current != target.format.stream();
         }
     }
+    if target.format.changes_diff_ids() {
+        // The config names the layers' DiffIDs: it is written after them (`rewrite_config`).
+        plan.blobs.retain(|job| !job.is_config);
+    }
     Ok(())
 }
 
@@ -685,7 +790,7 @@ async fn record_layers(
             Compression::from_media_type(&rewrite.info.media_type).map(Compression::store_name);
         entries.push((
             rewrite.info.digest.clone(),
-            Some(rewrite.diff_id.clone()),
+            Some(rewrite.written_diff_id.clone()),
             compression,
         ));
     }
@@ -725,6 +830,7 @@ fn rewrite_manifest(
     top: &ManifestBlob,
     rewrites: &HashMap<Digest, Rewrite>,
     target: Option<LayerCompression>,
+    config: Option<&BlobInfo>,
 ) -> Result<ManifestBlob, CopyError> {
     let invalid = |reason: String| CopyError::InvalidManifest {
         image: image.to_owned(),
@@ -769,6 +875,12 @@ fn rewrite_manifest(
             let oci = manifest::oci_layer_type_for_docker(m);
             obj.insert("mediaType".into(), oci.into());
         }
+    }
+    if let Some(config) = config
+        && let Some(obj) = doc.get_mut("config").and_then(|c| c.as_object_mut())
+    {
+        obj.insert("digest".into(), config.digest.to_string().into());
+        obj.insert("size".into(), config.size.into());
     }
     let media_type = if to_oci {
         doc["mediaType"] = manifest::OCI_MANIFEST.into();
@@ -938,6 +1050,7 @@ impl BlobCopy {
                     info: done.info.clone(),
                     annotations: done.annotations.clone(),
                     diff_id: done.diff_id.clone(),
+                    written_diff_id: done.written_diff_id.clone(),
                 },
             );
         Ok(stored)
@@ -979,6 +1092,7 @@ impl BlobCopy {
                     info: found.clone(),
                     annotations: BTreeMap::new(),
                     diff_id: diff_id.clone(),
+                    written_diff_id: diff_id.clone(),
                 },
             );
         Ok(Some(found))

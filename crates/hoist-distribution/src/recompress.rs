@@ -4,14 +4,16 @@
 //! (its DiffID checked against the config's), and compressed again as [`LayerCompression`]
 //! says, on a blocking thread, into a temporary file: the new blob's digest
 //! and size are only known at the end, and a destination needs both before it takes the blob.
-//! The file is then written to the destination like any blob and removed. The image's config
-//! and DiffIDs do not change; its manifest does (new layer digests, sizes and media types), so
-//! its digest differs from the source's.
+//! The file is then written to the destination like any blob and removed. The manifest changes
+//! (new layer digests, sizes and media types), so its digest differs from the source's; for
+//! gzip, zstd and zstd:chunked the config and the DiffIDs do not.
 //!
-//! `zstd:chunked` goes through [`crate::chunked::write_chunked`] (any [`ChunkedWriter`] can
-//! stand in); its descriptor gets the annotations that locate the table of contents, and its
-//! DiffID is the tar's, unchanged. `estargz` is refused before any blob moves: it rewrites the
-//! tar stream, so the DiffIDs, and with them the config, would change.
+//! `zstd:chunked` and `estargz` go through [`crate::chunked::write_chunked`] (any
+//! [`ChunkedWriter`] can stand in); their descriptors get the annotations that locate the table
+//! of contents. zstd:chunked keeps the tar byte for byte, so its DiffID is unchanged. eStargz
+//! rewrites the tar (canonical headers, its table of contents as a last entry), so its layers
+//! get new DiffIDs: the copy then writes a new config naming them, and the image gets a new
+//! config digest too.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -49,6 +51,12 @@ pub enum LayerCompression {
 }
 
 impl LayerCompression {
+    /// Whether layers written this way get new DiffIDs (eStargz rewrites the tar), so that the
+    /// image config must be rewritten too.
+    pub fn changes_diff_ids(self) -> bool {
+        self == LayerCompression::Estargz
+    }
+
     /// Parses `gzip`, `zstd`, `zstd:chunked` or `estargz`.
     pub fn parse(s: &str) -> std::result::Result<LayerCompression, String> {
         Ok(match s.trim().to_ascii_lowercase().as_str() {
@@ -118,17 +126,27 @@ impl fmt::Display for LayerCompression {
 }
 
 /// Writes a chunked layer (`zstd:chunked`, `estargz`) from an uncompressed tar stream: returns
-/// the manifest annotations the layer's descriptor must carry (where its table of contents is).
+/// what the layer's descriptor and the image config must say about it.
 pub type ChunkedWriter = Arc<
     dyn Fn(
             LayerCompression,
             Option<i32>,
             &mut dyn Read,
             &mut dyn Write,
-        ) -> io::Result<BTreeMap<String, String>>
+        ) -> io::Result<ChunkedOutput>
         + Send
         + Sync,
 >;
+
+/// What a [`ChunkedWriter`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkedOutput {
+    /// The annotations the layer's descriptor must carry (where its table of contents is).
+    pub annotations: BTreeMap<String, String>,
+    /// The DiffID of the layer written: the input's for zstd:chunked (the tar is kept byte for
+    /// byte), a new one for eStargz (which rewrites the tar and appends its table of contents).
+    pub diff_id: Digest,
+}
 
 /// What to recompress layers as.
 #[derive(Clone)]
@@ -163,13 +181,6 @@ impl Recompression {
 
     /// Whether this recompression can be done.
     pub fn check(&self) -> std::result::Result<(), String> {
-        if self.format == LayerCompression::Estargz {
-            return Err(
-                "estargz rewrites each layer's tar stream, which would change the image's DiffIDs \
-                 and config; copy keeps both: use zstd:chunked"
-                    .into(),
-            );
-        }
         if self.format.is_chunked() && self.chunked.is_none() {
             return Err(format!(
                 "{} output is not available in this build of hoist; use gzip or zstd",
@@ -207,7 +218,10 @@ fn default_chunked_writer() -> Option<ChunkedWriter> {
             options.level = level;
         }
         let layer = write_chunked(input, out, &options).map_err(io::Error::other)?;
-        Ok(layer.annotations)
+        Ok(ChunkedOutput {
+            annotations: layer.annotations,
+            diff_id: layer.diff_id,
+        })
     }))
 }
 
@@ -216,8 +230,11 @@ fn default_chunked_writer() -> Option<ChunkedWriter> {
 pub(crate) struct Recompressed {
     /// The new blob.
     pub info: BlobInfo,
-    /// The uncompressed content's digest (unchanged).
+    /// The source layer's uncompressed digest (verified).
     pub diff_id: Digest,
+    /// The written layer's uncompressed digest: `diff_id`, except for eStargz, which rewrites
+    /// the tar (the image config must then name this one).
+    pub written_diff_id: Digest,
     /// Annotations the new descriptor carries (chunked formats).
     pub annotations: BTreeMap<String, String>,
     file: tempfile::NamedTempFile,
@@ -355,12 +372,15 @@ fn run(
             hasher: Hasher::sha256(),
             read: 0,
         };
-        let annotations = encode(&mut plain, &mut out, target).map_err(stream_err)?;
+        let (annotations, written) = encode(&mut plain, &mut out, target).map_err(stream_err)?;
         // The encoder may stop at the end of the tar: the rest of the content still counts.
         io::copy(&mut plain, &mut io::sink()).map_err(stream_err)?;
         let HashingReader { hasher, .. } = plain;
-        (parse_digest(&hasher.finish())?, annotations)
+        let computed = parse_digest(&hasher.finish())?;
+        let written = written.unwrap_or_else(|| computed.clone());
+        (computed, (annotations, written))
     };
+    let (annotations, written_diff_id) = annotations;
     // Whatever follows the compressed stream still belongs to the blob.
     io::copy(&mut compressed_in, &mut io::sink()).map_err(stream_err)?;
     out.flush().map_err(stream_err)?;
@@ -400,6 +420,7 @@ fn run(
     Ok(Recompressed {
         info: BlobInfo::new(digest, written, media_type),
         diff_id: computed_diff_id,
+        written_diff_id,
         annotations,
         file,
     })
@@ -416,18 +437,20 @@ pub(crate) fn is_docker_layer(media_type: &str) -> bool {
     media_type.starts_with("application/vnd.docker.")
 }
 
-/// Compresses `input` into `out` as `target` says; the annotations of chunked formats.
+/// Compresses `input` into `out` as `target` says; the annotations of chunked formats and the
+/// DiffID of what they wrote.
 fn encode(
     input: &mut dyn Read,
     out: &mut dyn Write,
     target: &Recompression,
-) -> io::Result<BTreeMap<String, String>> {
+) -> io::Result<(BTreeMap<String, String>, Option<Digest>)> {
     if target.format.is_chunked() {
         let writer = target
             .chunked
             .as_ref()
             .ok_or_else(|| io::Error::other(format!("no {} writer", target.format)))?;
-        return writer(target.format, target.level, input, out);
+        let written = writer(target.format, target.level, input, out)?;
+        return Ok((written.annotations, Some(written.diff_id)));
     }
     match target.format.stream() {
         Compression::Gzip => {
@@ -445,5 +468,5 @@ fn encode(
             enc.finish()?;
         }
     }
-    Ok(BTreeMap::new())
+    Ok((BTreeMap::new(), None))
 }

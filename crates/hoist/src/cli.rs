@@ -148,8 +148,9 @@ pub struct CopyArgs {
     /// Blobs copied at once
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub concurrency: usize,
-    /// Recompress the layers on the way: gzip, zstd, zstd:chunked or estargz. The config and
-    /// DiffIDs stay the same, but the manifest is rewritten, so the copy gets a new digest
+    /// Recompress the layers on the way: gzip, zstd, zstd:chunked or estargz. The manifest is
+    /// rewritten, so the copy gets a new digest; the config and DiffIDs stay the same, except with
+    /// estargz, which rewrites the layers' tars and so writes a new config naming their DiffIDs
     #[arg(long, value_name = "FORMAT", value_parser = parse_compression)]
     pub compress: Option<LayerCompression>,
     /// The compression level for --compress (gzip 0-9, zstd 1-22) [default: the format's]

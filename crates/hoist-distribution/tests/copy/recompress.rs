@@ -209,6 +209,86 @@ async fn zstd_chunked_output_carries_its_toc_and_skopeo_pulls_it_as_plain_zstd()
 }
 
 #[tokio::test]
+async fn estargz_output_gets_a_config_naming_its_diff_ids_and_unpacks_to_the_same_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let (layout, image) = simple_layout(&dir.path().join("src"));
+    let registry = Registry::start().await.unwrap();
+    let src = format!("oci:{}:v1", layout.root.display());
+    let dst = format!("docker://{}/hoist/estargz:1", registry.host());
+    let report = copy_names(
+        &src,
+        &dst,
+        &registry_context(),
+        &recompressing(LayerCompression::Estargz),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.layers_recompressed, 2);
+    let m = manifest_of(&skopeo_raw(&dst));
+    assert_ne!(
+        m["config"]["digest"],
+        image.config.as_str(),
+        "eStargz rewrites the tars, so the config names new DiffIDs"
+    );
+    for layer in m["layers"].as_array().unwrap() {
+        assert_eq!(
+            layer["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
+        let annotations = layer["annotations"].as_object().unwrap();
+        assert!(
+            annotations.contains_key("containerd.io/snapshot/stargz/toc.digest"),
+            "{annotations:?}"
+        );
+    }
+    // The config's DiffIDs are the written layers' (skopeo decompresses every layer and checks
+    // them against the config), and the files are the same, plus eStargz's own TOC entry.
+    let out = dir.path().join("skopeo-out");
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &dst,
+        &format!("oci:{}:back", out.display()),
+    ]);
+    let config: Value = {
+        let raw = skopeo_raw(&dst);
+        let m = manifest_of(&raw);
+        let digest = m["config"]["digest"]
+            .as_str()
+            .unwrap()
+            .replace("sha256:", "");
+        serde_json::from_slice(&std::fs::read(out.join("blobs/sha256").join(digest)).unwrap())
+            .unwrap()
+    };
+    let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(diff_ids.len(), image.diff_ids.len());
+    let m = manifest_of(&skopeo_raw(&dst));
+    let layers = m["layers"].as_array().unwrap();
+    for ((new, old), layer) in diff_ids.iter().zip(&image.diff_ids).zip(layers) {
+        assert_ne!(new, old);
+        // The config names exactly what the written layer decompresses to.
+        let hex = layer["digest"].as_str().unwrap().replace("sha256:", "");
+        let blob = std::fs::read(out.join("blobs/sha256").join(hex)).unwrap();
+        let mut tar = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&blob[..]), &mut tar)
+            .unwrap();
+        assert_eq!(&sha256(&tar), new);
+    }
+    let original = umoci_unpack(&src.replace("oci:", ""), &dir.path().join("b1"));
+    let round_trip: Vec<_> =
+        umoci_unpack(&format!("{}:back", out.display()), &dir.path().join("b2"))
+            .into_iter()
+            .filter(|(name, _)| name != "stargz.index.json")
+            .collect();
+    assert_eq!(original, round_trip);
+}
+
+#[tokio::test]
 async fn formats_that_cannot_be_written_are_refused_before_any_blob_moves() {
     let dir = tempfile::tempdir().unwrap();
     let (layout, _) = simple_layout(&dir.path().join("src"));
@@ -217,9 +297,13 @@ async fn formats_that_cannot_be_written_are_refused_before_any_blob_moves() {
     if let Some(r) = &mut without_writer.recompress {
         r.chunked = None;
     }
+    let mut level_out_of_range = recompressing(LayerCompression::Gzip);
+    if let Some(r) = &mut level_out_of_range.recompress {
+        r.level = Some(42);
+    }
     let cases = [
         (without_writer, "zstd:chunked"),
-        (recompressing(LayerCompression::Estargz), "DiffIDs"),
+        (level_out_of_range, "out of range"),
     ];
     for (i, (opts, says)) in cases.into_iter().enumerate() {
         let out = dir.path().join(format!("out{i}"));
