@@ -1291,27 +1291,11 @@ async fn copy_blobs(
 }
 
 /// Runs a manifest transfer, retrying transient failures per `policy`.
-async fn with_retries<'a, T, F>(policy: &RetryPolicy, mut op: F) -> Result<T, transport::Error>
+async fn with_retries<'a, T, F>(policy: &RetryPolicy, op: F) -> Result<T, transport::Error>
 where
     F: FnMut() -> BoxFuture<'a, transport::Result<T>>,
 {
-    let mut attempt = 1;
-    loop {
-        match op().await {
-            Ok(v) => return Ok(v),
-            Err(e) if e.is_retryable() && attempt < policy.max_attempts() => {
-                let delay = match policy.classify(&e) {
-                    RetryDecision::DoNotRetry => return Err(e),
-                    RetryDecision::RetryAfter(d) => d,
-                    _ => policy.backoff(attempt),
-                };
-                tracing::debug!(attempt, ?delay, error = %e, "retrying");
-                tokio::time::sleep(delay).await;
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    crate::retrying::retrying(policy, "copy request", op).await
 }
 
 #[cfg(test)]

@@ -660,7 +660,7 @@ async fn push_image(
                 .await
                 .map_err(|e| Error::registry(what.clone(), e))?;
         }
-        Ok(())
+        Ok::<_, Error>(())
     })
     .await?;
     put_manifest(policy, &cx.repo, put_as, media_type, digest, bytes).await?;

@@ -9,43 +9,62 @@ use std::future::Future;
 
 use hoist_xfer::RetryPolicy;
 
-use crate::error::Error;
+/// An error that says whether another attempt can help. The policy's classifier only refines
+/// the wait (backoff, `Retry-After`, `DoNotRetry`) of errors that say yes.
+pub(crate) trait Retryable: std::error::Error + 'static {
+    /// Whether another attempt can help.
+    fn is_retryable(&self) -> bool;
+}
+
+impl Retryable for crate::error::Error {
+    fn is_retryable(&self) -> bool {
+        crate::error::Error::is_retryable(self)
+    }
+}
+
+impl Retryable for crate::transport::Error {
+    fn is_retryable(&self) -> bool {
+        crate::transport::Error::is_retryable(self)
+    }
+}
 
 /// Runs `op` until it succeeds, its error is not retryable, or `policy`'s attempts are used up;
 /// returns the last error then. `what` names the request in the log.
-pub(crate) async fn retrying<T, F, Fut>(
+pub(crate) async fn retrying<T, E, F, Fut>(
     policy: &RetryPolicy,
     what: &str,
     mut op: F,
-) -> Result<T, Error>
+) -> Result<T, E>
 where
+    E: Retryable,
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, Error>>,
+    Fut: Future<Output = Result<T, E>>,
 {
     let mut attempt = 1;
     loop {
-        match op().await {
+        let e = match op().await {
             Ok(v) => return Ok(v),
-            Err(e) => match policy.delay_after(&e, attempt) {
-                Some(delay) => {
-                    tracing::warn!(
-                        attempt,
-                        delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                        error = %hoist_xfer::describe(&e),
-                        "{what} failed; retrying"
-                    );
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
-                None => return Err(e),
-            },
-        }
+            Err(e) if !e.is_retryable() => return Err(e),
+            Err(e) => e,
+        };
+        let Some(delay) = policy.delay_after(&e, attempt) else {
+            return Err(e);
+        };
+        tracing::warn!(
+            attempt,
+            delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            error = %hoist_xfer::describe(&e),
+            "{what} failed; retrying"
+        );
+        tokio::time::sleep(delay).await;
+        attempt += 1;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::Duration;
 
