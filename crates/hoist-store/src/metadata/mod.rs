@@ -296,9 +296,14 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn ordinary_commits_run_normal_and_reference_changes_leave_it_normal() {
+    fn ordinary_commits_run_normal_and_durable_ones_full_then_normal_again() {
         let (dir, md) = open_temp();
         assert_eq!(md.synchronous().unwrap(), 1, "NORMAL after open");
+        // Inside a durable transaction the commit runs FULL (it fsyncs the WAL).
+        let inside = md
+            .write_durable(|tx| tx.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0)))
+            .unwrap();
+        assert_eq!(inside, 2, "FULL for the durable commit");
         let target = crate::digests::sha256_of(b"manifest");
         md.put_reference("r.example/a:1", &target, "application/json", 8)
             .unwrap();
