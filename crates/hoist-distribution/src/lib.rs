@@ -35,6 +35,7 @@ pub mod copy;
 pub mod endpoint;
 pub mod error;
 mod fetch;
+mod hashing;
 pub mod layers;
 pub mod manifest;
 pub mod partial;

@@ -21,15 +21,16 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use hoist_registry::digest::Hasher;
+use hoist_store::digests::DigestHasher;
 use oci_spec::image::Digest;
 use tokio::sync::mpsc;
 
 use crate::chunked::{ChunkedFormat, WriteOptions, write_chunked};
+use crate::hashing::{HashingReader, HashingWriter};
 use crate::manifest::{Compression, OCI_LAYER_GZIP, OCI_LAYER_ZSTD};
 use crate::stream::{CHANNEL_CHUNKS, ChannelReader, Feed, decompress};
 use crate::transport::error::{Error, Result};
-use crate::transport::stream::{blocking, blocking_reader_stream, hasher_for};
+use crate::transport::stream::{blocking, blocking_reader_stream};
 use crate::transport::{BlobInfo, ByteStream};
 
 /// Docker's media type for a gzip layer.
@@ -252,41 +253,6 @@ impl Recompressed {
     }
 }
 
-/// Counts and hashes what is written through it.
-struct HashingWriter<W> {
-    inner: W,
-    hasher: Hasher,
-    written: u64,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.written += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// Hashes what is read through it.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Hasher,
-    read: u64,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.read += n as u64;
-        Ok(n)
-    }
-}
-
 /// Recompresses `stream`, the bytes of layer `source` (compressed as its media type says), as
 /// `target` says. The source bytes are checked against `source`'s digest and size, and the
 /// uncompressed content against `diff_id` when given; nothing is returned unless both matched.
@@ -344,11 +310,11 @@ fn run(
         digest: source.digest.to_string(),
         source: e,
     };
-    let mut compressed_in = HashingReader {
-        inner: input,
-        hasher: hasher_for(&source.digest)?,
-        read: 0,
-    };
+    let source_hasher =
+        DigestHasher::for_digest(&source.digest).map_err(|_| Error::UnsupportedDigest {
+            digest: source.digest.to_string(),
+        })?;
+    let mut compressed_in = HashingReader::new(input, source_hasher);
     let compression = Compression::from_media_type(&source.media_type).unwrap_or(Compression::None);
     let file = tempfile::NamedTempFile::new().map_err(|e| Error::Io {
         action: "create a temporary file for a recompressed layer",
@@ -360,44 +326,33 @@ fn run(
         path: file.path().to_owned(),
         source: e,
     })?;
-    let mut out = HashingWriter {
-        inner: io::BufWriter::new(out_file),
-        hasher: Hasher::sha256(),
-        written: 0,
-    };
-    let (computed_diff_id, annotations) = {
+    let mut out = HashingWriter::sha256(io::BufWriter::new(out_file));
+    let (computed_diff_id, annotations, written) = {
         let decoded = decompress(&mut compressed_in, compression).map_err(stream_err)?;
-        let mut plain = HashingReader {
-            inner: decoded,
-            hasher: Hasher::sha256(),
-            read: 0,
-        };
+        let mut plain = HashingReader::new(decoded, DigestHasher::sha256());
         let (annotations, written) = encode(&mut plain, &mut out, target).map_err(stream_err)?;
         // The encoder may stop at the end of the tar: the rest of the content still counts.
         io::copy(&mut plain, &mut io::sink()).map_err(stream_err)?;
-        let HashingReader { hasher, .. } = plain;
-        let computed = parse_digest(&hasher.finish())?;
-        let written = written.unwrap_or_else(|| computed.clone());
-        (computed, (annotations, written))
+        (plain.hasher.finish(), annotations, written)
     };
-    let (annotations, written_diff_id) = annotations;
+    let written_diff_id = written.unwrap_or_else(|| computed_diff_id.clone());
     // Whatever follows the compressed stream still belongs to the blob.
     io::copy(&mut compressed_in, &mut io::sink()).map_err(stream_err)?;
     out.flush().map_err(stream_err)?;
     // Check the source before anything is used.
     let actual = compressed_in.hasher.finish();
-    if compressed_in.read != source.size {
+    if compressed_in.count != source.size {
         return Err(Error::SizeMismatch {
             what: format!("layer {}", source.digest),
             expected: source.size,
-            actual: compressed_in.read,
+            actual: compressed_in.count,
         });
     }
-    if actual != source.digest.as_ref() {
+    if actual != source.digest {
         return Err(Error::DigestMismatch {
             what: format!("layer {}", source.digest),
             expected: source.digest.to_string(),
-            actual,
+            actual: actual.to_string(),
         });
     }
     if let Some(expected) = diff_id
@@ -410,9 +365,11 @@ fn run(
         });
     }
     let HashingWriter {
-        hasher, written, ..
+        hasher,
+        count: written,
+        ..
     } = out;
-    let digest = parse_digest(&hasher.finish())?;
+    let digest = hasher.finish();
     let media_type = target
         .format
         .layer_media_type(is_docker_layer(&source.media_type))
@@ -423,12 +380,6 @@ fn run(
         written_diff_id,
         annotations,
         file,
-    })
-}
-
-fn parse_digest(s: &str) -> Result<Digest> {
-    Digest::try_from(s).map_err(|e| Error::UnsupportedDigest {
-        digest: format!("{s}: {e}"),
     })
 }
 

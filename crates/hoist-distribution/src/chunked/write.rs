@@ -8,6 +8,8 @@ use flate2::write::GzEncoder;
 use hoist_store::Digest;
 use hoist_store::digests::{DigestHasher, sha256_of};
 
+use crate::hashing::{HashingReader, HashingWriter};
+
 use super::error::{ChunkedError, Result};
 use super::footer::{MANIFEST_TYPE_CRFS, SKIPPABLE_MAGIC, ZSTD_CHUNKED_MAGIC};
 use super::metadata::ESTARGZ_TOC_NAME;
@@ -79,16 +81,8 @@ pub fn write_chunked(
             options.chunk_size
         )));
     }
-    let mut input = HashingReader {
-        inner: tar,
-        hasher: DigestHasher::sha256(),
-        count: 0,
-    };
-    let out = Counter {
-        inner: out,
-        hasher: DigestHasher::sha256(),
-        count: 0,
-    };
+    let mut input = HashingReader::new(tar, DigestHasher::sha256());
+    let out = HashingWriter::sha256(out);
     match options.format {
         ChunkedFormat::ZstdChunked => write_zstd_chunked(&mut input, out, options),
         ChunkedFormat::Estargz => write_estargz(&mut input, out, options),
@@ -100,42 +94,6 @@ const MIN_CHUNK_SIZE: u64 = 4096;
 const BUF: usize = 64 * 1024;
 /// Chunks up to this size are compressed from memory with a reused context.
 const SMALL_CHUNK: u64 = 1 << 20;
-
-/// Hashes and counts what is read.
-struct HashingReader<R> {
-    inner: R,
-    hasher: DigestHasher,
-    count: u64,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-}
-
-/// Hashes and counts what is written.
-struct Counter<W> {
-    inner: W,
-    hasher: DigestHasher,
-    count: u64,
-}
-
-impl<W: Write> Write for Counter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
 
 /// Reads exactly `buf.len()` bytes of content, or fails naming the entry.
 fn read_content(input: &mut impl Read, buf: &mut [u8], name: &str) -> Result<()> {
@@ -193,7 +151,7 @@ fn skippable_frame(out: &mut impl Write, data: &[u8]) -> Result<()> {
 
 fn write_zstd_chunked<R: Read, W: Write>(
     input: &mut HashingReader<R>,
-    mut out: Counter<W>,
+    mut out: HashingWriter<W>,
     options: &WriteOptions,
 ) -> Result<ChunkedLayer> {
     let level = options.level;
@@ -338,8 +296,8 @@ fn write_zstd_chunked<R: Read, W: Write>(
 
 /// The gzip members of an eStargz blob: one open at a time.
 struct Members<W: Write> {
-    closed: Option<Counter<W>>,
-    open: Option<GzEncoder<Counter<W>>>,
+    closed: Option<HashingWriter<W>>,
+    open: Option<GzEncoder<HashingWriter<W>>>,
     level: Compression,
     /// Hash and size of everything written uncompressed.
     uncompressed: DigestHasher,
@@ -387,7 +345,7 @@ impl<W: Write> Write for Members<W> {
 
 fn write_estargz<R: Read, W: Write>(
     input: &mut HashingReader<R>,
-    out: Counter<W>,
+    out: HashingWriter<W>,
     options: &WriteOptions,
 ) -> Result<ChunkedLayer> {
     let level = Compression::new(u32::try_from(options.level.clamp(0, 9)).unwrap_or(6));
