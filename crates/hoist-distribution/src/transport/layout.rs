@@ -2,13 +2,17 @@
 //! `blobs/<algorithm>/<hex>`), and writing one safely.
 //!
 //! Writes are crash-safe: a blob goes to a temporary file in the layout root, is verified
-//! against its digest and size while it streams, fsynced, and renamed into `blobs/` (the
-//! directory fsynced too), so `blobs/` never holds a partial or wrong blob. `index.json` is
-//! replaced atomically the same way; unknown fields and other tools' entries are kept.
+//! against its digest and size while it streams, fsynced, and only then renamed into `blobs/`,
+//! so `blobs/` never holds a partial or wrong blob. The directories those renames changed are
+//! fsynced once, just before `index.json` is replaced (atomically the same way; unknown fields
+//! and other tools' entries are kept): a power loss before that may lose a renamed blob, never
+//! corrupt one, and no index names a blob whose rename is not durable.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use oci_spec::image::Digest;
@@ -48,6 +52,13 @@ pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
 
 /// Replaces `path` with `bytes` atomically (temporary file, fsync, rename, fsync directory).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let pending = PendingDirs::default();
+    write_atomic_deferred(path, bytes, &pending)?;
+    pending.sync()
+}
+
+/// Replaces `path` with `bytes` atomically, leaving the fsync of its directory to `pending`.
+fn write_atomic_deferred(path: &Path, bytes: &[u8], pending: &PendingDirs) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
         .prefix(".hoist-tmp-")
@@ -58,7 +69,61 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(|e| Error::io("write", tmp.path().to_owned(), e))?;
     tmp.persist(path)
         .map_err(|e| Error::io("rename into place", path, e.error))?;
-    fsync_dir(dir)
+    pending.add(dir);
+    Ok(())
+}
+
+/// Directories holding renames that are not yet durable: fsynced together, once, by
+/// [`PendingDirs::sync`] before anything that names the renamed files is written.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PendingDirs(Arc<Mutex<BTreeSet<PathBuf>>>);
+
+impl PendingDirs {
+    fn add(&self, dir: &Path) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(dir.to_owned());
+    }
+
+    /// fsyncs every pending directory. One that fails stays pending (and the error is
+    /// returned), so nothing is ever named before its rename is durable.
+    pub fn sync(&self) -> Result<()> {
+        let dirs: Vec<PathBuf> = std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+        .into_iter()
+        .collect();
+        for (i, dir) in dirs.iter().enumerate() {
+            if let Err(e) = fsync_dir(dir) {
+                for d in &dirs[i..] {
+                    self.add(d);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+}
+
+/// When a [`FileBlobSink`] makes its rename durable.
+#[derive(Debug, Clone)]
+pub(crate) enum DirSync {
+    /// At once: the directories are fsynced before `finish` returns.
+    Now,
+    /// Later, together with every other rename: the directories are added to the set.
+    Deferred(PendingDirs),
 }
 
 /// An OCI layout being read.
@@ -209,6 +274,8 @@ impl LayoutReader {
 pub(crate) struct LayoutWriter {
     root: PathBuf,
     location: String,
+    /// Directories changed by blob renames since `index.json` was last written.
+    pending: PendingDirs,
 }
 
 impl LayoutWriter {
@@ -217,13 +284,17 @@ impl LayoutWriter {
     pub fn create(root: &Path, location: &str) -> Result<LayoutWriter> {
         fs::create_dir_all(root.join("blobs").join("sha256"))
             .map_err(|e| Error::io("create directory", root.join("blobs"), e))?;
+        // A new layout's files are made durable with the first blobs, before index.json names
+        // an image; until then a power loss can only lose the new (empty) layout.
+        let pending = PendingDirs::default();
         let marker = root.join(LAYOUT_FILE);
         if marker.exists() {
             LayoutReader::open(root, location)?;
         } else {
-            write_atomic(
+            write_atomic_deferred(
                 &marker,
                 format!("{{\"imageLayoutVersion\":\"{LAYOUT_VERSION}\"}}").as_bytes(),
+                &pending,
             )?;
         }
         let index = root.join(INDEX_FILE);
@@ -233,11 +304,12 @@ impl LayoutWriter {
                 "mediaType": OCI_INDEX,
                 "manifests": [],
             });
-            write_atomic(&index, empty.to_string().as_bytes())?;
+            write_atomic_deferred(&index, empty.to_string().as_bytes(), &pending)?;
         }
         Ok(LayoutWriter {
             root: root.to_owned(),
             location: location.to_owned(),
+            pending,
         })
     }
 
@@ -266,6 +338,7 @@ impl LayoutWriter {
                 info.size,
             )?,
         )
+        .map(|sink| sink.dir_sync(DirSync::Deferred(self.pending.clone())))
     }
 
     /// Writes a small blob held in memory (a manifest), verified against `digest`.
@@ -285,7 +358,15 @@ impl LayoutWriter {
 
     /// Adds `descriptor` to `index.json` under `name`, replacing any entry of that name (or,
     /// without a name, any unnamed entry of the same digest). Other entries and fields are kept.
+    ///
+    /// Every blob renamed into the layout so far is made durable first; so is `blobs/` itself
+    /// even when this writer renamed nothing, since the blobs it reused may have been renamed
+    /// by a process that died before making them durable.
     pub fn add_to_index(&self, descriptor: &Descriptor, name: Option<&str>) -> Result<()> {
+        if let Some(dir) = blob_path(&self.root, &descriptor.digest)?.parent() {
+            self.pending.add(dir);
+        }
+        self.pending.sync()?;
         let path = self.root.join(INDEX_FILE);
         let bytes = fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
         let mut index: Map<String, Value> = serde_json::from_slice(&bytes)
@@ -356,6 +437,7 @@ pub(crate) struct FileBlobSink {
     check: Check,
     unsynced: u64,
     writeback: Option<std::thread::JoinHandle<io::Result<()>>>,
+    dir_sync: DirSync,
 }
 
 impl FileBlobSink {
@@ -379,7 +461,14 @@ impl FileBlobSink {
             check,
             unsynced: 0,
             writeback: None,
+            dir_sync: DirSync::Now,
         })
+    }
+
+    /// Sets when the rename into place is made durable (default [`DirSync::Now`]).
+    pub fn dir_sync(mut self, dir_sync: DirSync) -> FileBlobSink {
+        self.dir_sync = dir_sync;
+        self
     }
 
     fn write_file(&mut self, data: &[u8]) -> Result<()> {
@@ -456,18 +545,31 @@ impl BlobSink for FileBlobSink {
                 .map_err(|e| Error::io("fsync", path, e))
         });
         let FileBlobSink {
-            tmp, target, check, ..
+            tmp,
+            target,
+            check,
+            dir_sync,
+            ..
         } = self;
         match check {
             Check::Inline(v) => v.finish()?,
             Check::Parallel(v) => v.finish()?,
         }
         synced?;
+        // The rename changes two directories: the temporary file's and the target's.
+        let from = tmp.path().parent().map(Path::to_owned);
         tmp.persist(&target)
             .map_err(|e| Error::io("rename into place", &target, e.error))?;
-        match target.parent() {
-            Some(dir) => fsync_dir(dir),
-            None => Ok(()),
+        let mut dirs: Vec<PathBuf> = target.parent().map(Path::to_owned).into_iter().collect();
+        if let Some(from) = from.filter(|f| !dirs.contains(f)) {
+            dirs.push(from);
+        }
+        match dir_sync {
+            DirSync::Now => dirs.iter().try_for_each(|d| fsync_dir(d)),
+            DirSync::Deferred(pending) => {
+                dirs.iter().for_each(|d| pending.add(d));
+                Ok(())
+            }
         }
     }
 
@@ -529,6 +631,22 @@ mod tests {
             .filter(|n| n.starts_with(".hoist"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn blob_renames_are_made_durable_once_before_the_index_names_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = LayoutWriter::create(dir.path(), "oci:test").unwrap();
+        for i in 0..3 {
+            let m = format!(r#"{{"schemaVersion":2,"n":{i}}}"#);
+            w.put_small(&descriptor(m.as_bytes()).digest, m.as_bytes())
+                .unwrap();
+        }
+        // Three renames from the root into blobs/sha256: two directories to fsync, not six.
+        assert_eq!(w.pending.len(), 2);
+        let m = br#"{"schemaVersion":2,"n":0}"#;
+        w.add_to_index(&descriptor(m), Some("v1")).unwrap();
+        assert_eq!(w.pending.len(), 0);
     }
 
     #[test]
