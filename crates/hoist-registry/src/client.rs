@@ -340,12 +340,27 @@ impl RegistryClient {
             return Ok(e.clone());
         }
         let mut last = None;
+        // A refused certificate on https is what a user can act on, whatever plain http (tried
+        // next where allowed) then answers: a TLS-only port answers it with a 400.
+        let mut certificate = None;
         for scheme in schemes_for(host, self.inner.hosts.get(host)) {
             let ep = Endpoint::new(host, scheme);
             match self.ping(&ep).await {
                 Ok(()) => {
                     lock(&self.inner.endpoints).insert(host.to_owned(), ep.clone());
                     return Ok(ep);
+                }
+                Err(
+                    e @ Error::Transport {
+                        kind: crate::error::TransportKind::Certificate,
+                        ..
+                    },
+                ) => {
+                    tracing::debug!(host, scheme = scheme.as_str(), error = %e, "certificate refused");
+                    certificate = Some(e);
+                }
+                Err(e) if certificate.is_some() => {
+                    tracing::debug!(host, scheme = scheme.as_str(), error = %e, "endpoint did not answer");
                 }
                 Err(e) if e.is_retryable() || matches!(e, Error::Transport { .. }) => {
                     tracing::debug!(host, scheme = scheme.as_str(), error = %e, "endpoint did not answer");
@@ -354,7 +369,7 @@ impl RegistryClient {
                 Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or_else(|| Error::Config {
+        Err(certificate.or(last).unwrap_or_else(|| Error::Config {
             host: host.to_owned(),
             reason: "no scheme is allowed for this host".into(),
         }))

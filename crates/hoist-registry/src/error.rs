@@ -212,6 +212,10 @@ pub enum Error {
 pub enum TransportKind {
     /// The connection could not be established (DNS, refused, unreachable, TLS handshake).
     Connect,
+    /// The TLS handshake failed on a certificate: the registry's was not trusted (unknown CA,
+    /// wrong name, expired) or it refused ours. Configure a CA file, a client certificate, or
+    /// mark the host insecure; retrying cannot help.
+    Certificate,
     /// The request or its answer's headers took longer than allowed.
     Timeout,
     /// The connection broke while the body was moving.
@@ -224,6 +228,7 @@ impl std::fmt::Display for TransportKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             TransportKind::Connect => "cannot connect",
+            TransportKind::Certificate => "TLS certificate rejected",
             TransportKind::Timeout => "timed out",
             TransportKind::Body => "connection broken mid-body",
             TransportKind::Other => "request failed",
@@ -251,6 +256,10 @@ impl Error {
     /// of an unknown type) is not.
     pub fn is_retryable(&self) -> bool {
         match self {
+            Error::Transport {
+                kind: TransportKind::Certificate,
+                ..
+            } => false,
             Error::Transport { .. } | Error::Stalled { .. } => true,
             Error::DigestMismatch { .. } | Error::SizeMismatch { .. } => true,
             Error::Status { status, .. } => {
@@ -337,7 +346,9 @@ impl Error {
     }
 
     pub(crate) fn transport(method: &http::Method, url: &str, err: reqwest::Error) -> Error {
-        let kind = if err.is_connect() {
+        let kind = if certificate_problem(&err) {
+            TransportKind::Certificate
+        } else if err.is_connect() {
             TransportKind::Connect
         } else if err.is_timeout() {
             TransportKind::Timeout
@@ -353,6 +364,45 @@ impl Error {
             source: Box::new(err.without_url()),
         }
     }
+}
+
+/// Whether a TLS certificate (the server's, or the refusal of ours) is behind `err`.
+fn certificate_problem(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cause {
+        // An `io::Error`'s `source()` skips the error it wraps (often another `io::Error`
+        // wrapping the TLS error): descend through `get_ref` instead.
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            cause = io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static));
+            continue;
+        }
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return matches!(
+                tls,
+                rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::NoCertificatesPresented
+                    | rustls::Error::AlertReceived(
+                        rustls::AlertDescription::BadCertificate
+                            | rustls::AlertDescription::CertificateRequired
+                            | rustls::AlertDescription::UnknownCA
+                            | rustls::AlertDescription::CertificateUnknown
+                            | rustls::AlertDescription::CertificateExpired
+                            | rustls::AlertDescription::CertificateRevoked
+                            | rustls::AlertDescription::UnsupportedCertificate
+                    )
+            );
+        }
+        // After the handshake, a TLS alert reaches hyper as an `io::Error` holding only the
+        // rustls error's text (a TLS 1.3 server refuses a missing client certificate there).
+        let text = e.to_string();
+        if let Some(alert) = text.strip_prefix("received fatal alert: ") {
+            return alert.contains("Certificate") || alert == "UnknownCA";
+        }
+        cause = e.source();
+    }
+    false
 }
 
 #[cfg(test)]

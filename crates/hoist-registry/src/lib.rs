@@ -44,7 +44,7 @@ pub use body::BodyStream;
 pub use chunk_strategy::{ChunkReadOptions, RangeMode};
 pub use client::{ClientBuilder, Endpoint, Limits, RegistryClient};
 pub use config::{HostConfig, Scheme};
-pub use error::{Error, Result};
+pub use error::{Error, Result, TransportKind};
 pub use manifest::{Manifest, ManifestHead, ManifestKind};
 pub use range::Chunk;
 pub use reference::ImageRef;

@@ -44,7 +44,7 @@ mod upstream;
 pub use error::{Error, Result};
 pub use hostile::{Answer, AnswerBody, HostileServer};
 pub use proxy::{Action, FaultProxy, Listener, LogEntry, Matcher, Occurrence, RangeFault, Rule};
-pub use registry::{DEFAULT_BINARY, LogLevel, Registry, RegistryBuilder};
+pub use registry::{ClientAuth, DEFAULT_BINARY, LogLevel, Registry, RegistryBuilder, TlsFiles};
 pub use token::{
     Access, DEFAULT_ISSUER, DEFAULT_SERVICE, TokenGrant, TokenPolicy, TokenRequest, TokenServer,
     TokenServerBuilder,

@@ -10,6 +10,7 @@ mod manifests;
 mod range_modes;
 mod ranges;
 mod tags;
+mod tls;
 mod uploads;
 
 use bytes::Bytes;

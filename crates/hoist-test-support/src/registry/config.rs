@@ -49,8 +49,17 @@ pub(crate) struct ProxySection<'a> {
     pub(crate) credentials: Option<(&'a str, &'a str)>,
 }
 
+/// The `http.tls` section.
+pub(crate) struct TlsSection<'a> {
+    pub(crate) certificate: &'a Path,
+    pub(crate) key: &'a Path,
+    /// CAs whose client certificates are required (none: no client authentication).
+    pub(crate) client_ca: Option<&'a Path>,
+}
+
 /// Everything the config depends on.
 pub(crate) struct ConfigInput<'a> {
+    pub(crate) tls: Option<TlsSection<'a>>,
     pub(crate) port: u16,
     pub(crate) storage: &'a Path,
     pub(crate) log_level: LogLevel,
@@ -104,6 +113,17 @@ http:
         port = input.port,
         secret = quote(input.secret),
     );
+    if let Some(tls) = &input.tls {
+        let _ = write!(
+            y,
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            quote_path(tls.certificate),
+            quote_path(tls.key)
+        );
+        if let Some(ca) = tls.client_ca {
+            let _ = write!(y, "    clientcas:\n      - {}\n", quote_path(ca));
+        }
+    }
     match &input.auth {
         AuthSection::None => {}
         AuthSection::Htpasswd { path } => {
@@ -150,6 +170,7 @@ mod tests {
     #[test]
     fn config_quotes_paths_and_names_it_cannot_trust() {
         let yaml = render(&ConfigInput {
+            tls: None,
             port: 5000,
             storage: Path::new("/tmp/a \"b\"/storage"),
             log_level: LogLevel::Warn,

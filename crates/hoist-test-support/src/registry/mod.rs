@@ -7,6 +7,7 @@
 
 mod config;
 mod process;
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -16,10 +17,11 @@ use http::Request;
 use http_body_util::Empty;
 
 pub use config::LogLevel;
+pub use tls::{ClientAuth, TlsFiles};
 
 use crate::error::{Error, Result};
 use crate::token::{TokenPolicy, TokenServer};
-use config::{AuthSection, ConfigInput, ProxySection};
+use config::{AuthSection, ConfigInput, ProxySection, TlsSection};
 use process::RegistryProcess;
 
 /// Where Debian's `docker-registry` package installs the registry.
@@ -53,6 +55,7 @@ pub struct RegistryBuilder {
     log_level: LogLevel,
     access_log: bool,
     start_timeout: Duration,
+    tls: Option<ClientAuth>,
 }
 
 impl std::fmt::Debug for RegistryBuilder {
@@ -73,6 +76,7 @@ impl Default for RegistryBuilder {
             log_level: LogLevel::Warn,
             access_log: false,
             start_timeout: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -140,6 +144,15 @@ impl RegistryBuilder {
     }
 
     /// Writes the configuration, starts the process and waits until `GET /v2/` answers.
+    /// Serves HTTPS only, with a server certificate for `127.0.0.1` signed by a CA made for
+    /// this registry (see [`Registry::tls_files`]); with [`ClientAuth::Required`] clients must
+    /// also present a certificate signed by that CA.
+    pub fn tls(mut self, client_auth: ClientAuth) -> Self {
+        self.tls = Some(client_auth);
+        self
+    }
+
+    /// Starts the registry and waits until it answers.
     pub async fn start(self) -> Result<Registry> {
         if !self.binary.is_file() {
             return Err(Error::RegistryBinaryMissing { path: self.binary });
@@ -166,6 +179,10 @@ impl RegistryBuilder {
             AuthSetup::Token(server) => server.realm(),
             _ => String::new(),
         };
+        let tls_files = match self.tls {
+            Some(_) => Some(tls::generate(dir.path())?),
+            None => None,
+        };
         let config_path = dir.path().join("config.yml");
         let log = dir.path().join("registry.log");
         let secret = format!("hoist-test-{}", rand::random::<u64>());
@@ -184,6 +201,11 @@ impl RegistryBuilder {
                 },
             };
             let yaml = config::render(&ConfigInput {
+                tls: tls_files.as_ref().map(|f| TlsSection {
+                    certificate: &f.server_cert,
+                    key: &f.server_key,
+                    client_ca: (self.tls == Some(ClientAuth::Required)).then_some(f.ca.as_path()),
+                }),
                 port,
                 storage: &storage,
                 log_level: self.log_level,
@@ -200,7 +222,15 @@ impl RegistryBuilder {
             let mut process = RegistryProcess::spawn(&self.binary, &config_path, &log)
                 .await
                 .map_err(|e| Error::io(format!("starting {}", self.binary.display()), e))?;
-            match wait_ready(&mut process, port, &log, self.start_timeout).await {
+            match wait_ready(
+                &mut process,
+                port,
+                tls_files.is_some(),
+                &log,
+                self.start_timeout,
+            )
+            .await
+            {
                 Ok(()) => {
                     let (basic, token_server) = match self.auth {
                         AuthSetup::None => (None, None),
@@ -210,6 +240,7 @@ impl RegistryBuilder {
                     return Ok(Registry {
                         process,
                         port,
+                        tls: tls_files,
                         basic,
                         token_server,
                         storage,
@@ -239,10 +270,12 @@ fn write(path: &Path, contents: &str) -> Result<()> {
 }
 
 /// Polls `GET /v2/` until the registry answers (any status: 401 counts in auth modes),
-/// failing early if the process exits.
+/// failing early if the process exits. A TLS registry is probed in plain HTTP too: its answer
+/// (`400`, "Client sent an HTTP request to an HTTPS server") shows it listens.
 async fn wait_ready(
     process: &mut RegistryProcess,
     port: u16,
+    tls: bool,
     log: &Path,
     timeout: Duration,
 ) -> Result<()> {
@@ -264,9 +297,12 @@ async fn wait_ready(
                 tokio::time::timeout(Duration::from_secs(2), crate::upstream::send(&addr, req))
                     .await;
             if let Ok(Ok(resp)) = answer
-                && resp
-                    .headers()
-                    .contains_key("docker-distribution-api-version")
+                && (if tls {
+                    resp.status() == http::StatusCode::BAD_REQUEST
+                } else {
+                    resp.headers()
+                        .contains_key("docker-distribution-api-version")
+                })
                 && process.exited().is_none()
             {
                 return Ok(());
@@ -313,6 +349,7 @@ pub struct Registry {
     // Fields drop in order: the process dies before its directory goes.
     process: RegistryProcess,
     port: u16,
+    tls: Option<TlsFiles>,
     basic: Option<(String, String)>,
     token_server: Option<TokenServer>,
     storage: PathBuf,
@@ -353,9 +390,15 @@ impl Registry {
         Self::builder().token_auth(server).start().await
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` for a TLS registry).
     pub fn url(&self) -> String {
-        format!("http://{}", self.host())
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.host())
+    }
+
+    /// The certificates of a TLS registry ([`RegistryBuilder::tls`]).
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
     }
 
     /// `127.0.0.1:PORT`, the registry part of an image reference.
