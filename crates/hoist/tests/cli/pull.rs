@@ -25,8 +25,21 @@ fn layer(files: &[(&str, &str)]) -> (bytes::Bytes, String) {
 
 /// Pushes a two-layer image with real file content as `repo:tag`.
 pub async fn seed_image(registry: &Registry, repo: &str, tag: &str) -> String {
-    let client = RegistryClient::builder().build().unwrap();
-    let r = client.repository(Endpoint::new(registry.host(), Scheme::Http), repo);
+    let (client, scheme) = match registry.tls_files() {
+        Some(files) => (
+            RegistryClient::builder()
+                .host(
+                    registry.host(),
+                    hoist_registry::HostConfig::insecure()
+                        .with_client_cert(&files.client_cert, &files.client_key),
+                )
+                .build()
+                .unwrap(),
+            Scheme::Https,
+        ),
+        None => (RegistryClient::builder().build().unwrap(), Scheme::Http),
+    };
+    let r = client.repository(Endpoint::new(registry.host(), scheme), repo);
     let layers = [
         layer(&[
             ("etc/greeting", "hello\n"),

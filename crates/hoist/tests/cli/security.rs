@@ -410,3 +410,48 @@ async fn store_files_are_never_writable_by_others_and_the_database_is_private_wh
     let out = run(home.path(), &root, &["fsck"]);
     assert!(out.status.success(), "{}", text(&out.stdout));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_registry_is_pulled_from_with_the_configured_ca_and_client_certificate() {
+    let registry = Registry::builder()
+        .tls(hoist_test_support::ClientAuth::Required)
+        .start()
+        .await
+        .unwrap();
+    seed_image(&registry, "sec/tls", "v1").await;
+    let files = registry.tls_files().unwrap().clone();
+    let home = tempfile::tempdir().unwrap();
+    let image = format!("{}/sec/tls:v1", registry.host());
+
+    // Nothing configured: the registry's CA is unknown; the error says so and is not retried.
+    let out = run(home.path(), &home.path().join("s1"), &["pull", &image]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("certificate"), "{err}");
+    assert!(
+        !err.contains("Retrying"),
+        "a refused certificate was retried: {err}"
+    );
+
+    let config = home.path().join("hoist.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[registries.\"{}\"]\nca_file = {:?}\nclient_cert = {:?}\nclient_key = {:?}\n",
+            registry.host(),
+            files.ca,
+            files.client_cert,
+            files.client_key
+        ),
+    )
+    .unwrap();
+    let store = home.path().join("s2");
+    let out = run(
+        home.path(),
+        &store,
+        &["--config", config.to_str().unwrap(), "pull", &image],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(home.path(), &store, &["fsck"]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+}
