@@ -77,7 +77,7 @@ fn put_blob(layout: &Path, bytes: &[u8]) -> Digest {
 }
 
 /// Writes a one-layer OCI layout tagged `t`.
-fn write_layout(
+pub(crate) fn write_layout(
     layout: &Path,
     layer: &[u8],
     media_type: &str,

@@ -487,3 +487,71 @@ async fn exporting_an_image_with_an_absent_blob_fetches_it_from_its_source() {
             .is_err()
     );
 }
+
+/// Pushes a one-layer image to `registry` with skopeo, from a gzip layout of `tar`,
+/// recompressed as `compress` (skopeo's `--dest-compress-format`) when given.
+fn skopeo_push(registry: &str, image: &str, tar: &[u8], compress: Option<&str>) {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(tar).unwrap();
+    crate::chunked::write_layout(
+        dir.path(),
+        &gz.finish().unwrap(),
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        &BTreeMap::new(),
+        &sha(tar),
+    );
+    let mut cmd = std::process::Command::new("skopeo");
+    cmd.args(["--insecure-policy", "copy", "-q", "--dest-tls-verify=false"]);
+    if let Some(format) = compress {
+        cmd.args(["--dest-compress", "--dest-compress-format", format]);
+    }
+    let status = cmd
+        .arg(format!("oci:{}:t", dir.path().display()))
+        .arg(format!("docker://{registry}/{image}"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "skopeo copy to {image} failed");
+}
+
+#[tokio::test]
+async fn a_zstd_chunked_image_pushed_by_skopeo_is_pulled_partially() {
+    let registry = start_registry().await;
+    let proxy = FaultProxy::start(&registry.url()).await.unwrap();
+    let corpus = corpus();
+    let (tar1, tar2) = (tar_of(&files(&corpus.v1)), tar_of(&files(&corpus.v2)));
+    skopeo_push(&registry.host(), "sk:v1", &tar1, None);
+    skopeo_push(&registry.host(), "sk:v2", &tar2, Some("zstd:chunked"));
+
+    let local = local_store();
+    let (cfg, _rec) = pull_config(&local.store);
+    let host = proxy.host();
+    pull(&cfg, &image_ref(&host, "sk:v1")).await.unwrap();
+    proxy.clear_log();
+    let v2 = pull(&cfg, &image_ref(&host, "sk:v2")).await.unwrap();
+    assert_eq!(v2.partial_layers.len(), 1, "{v2:?}");
+    assert_eq!(v2.layers[0].diff_id, sha(&tar2));
+    let layer = &v2.partial_layers[0];
+    let sent = proxy.bytes_sent(&Matcher::get(&format!("/blobs/{layer}")));
+    let size = v2.layers[0].size;
+    eprintln!(
+        "skopeo-written zstd:chunked: {sent} of {size} bytes fetched ({} changed)",
+        corpus.changed
+    );
+    // skopeo's layer: the changed files' chunks and its metadata (TOC, footer), not the rest.
+    assert!(
+        sent < size / 2 && sent > corpus.changed && sent <= corpus.changed * 12 / 10 + (64 << 10),
+        "sent {sent} bytes of a {size}-byte layer with {} changed bytes",
+        corpus.changed
+    );
+
+    let mut expected = corpus.v2.clone();
+    expected.sort();
+    assert_eq!(
+        tree(&local.store, &v2, &local.dir.path().join("t")),
+        expected
+    );
+    let fsck = local.store.fsck(&Default::default()).unwrap();
+    assert!(fsck.is_clean(), "{fsck:?}");
+}
