@@ -11,6 +11,7 @@ mod range_modes;
 mod ranges;
 mod tags;
 mod uploads;
+mod windows;
 
 use bytes::Bytes;
 use hoist_registry::{Endpoint, RegistryClient, Repository, Scheme};

@@ -235,6 +235,20 @@ async fn a_pull_killed_at_random_moments_resumes_and_ends_sound() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let full_ms = (started.elapsed().as_millis() as u64).max(50);
+    // Over both pulls, the bytes sent beyond the image are those the killed pull received but
+    // never wrote down, plus the rerun's excess (bounded above). The pull fetches a layer in
+    // windows ([`hoist_registry::window`]): the next window is requested once the current one
+    // has at most `lead` bytes unconsumed, so a layer never has more than `window + lead` bytes
+    // requested and not yet consumed, and the registry can send no byte it was not asked for.
+    // Those bytes may all sit in the socket buffers at the kill (they hold tens of MiB), the
+    // prefetched window's included: so `window + lead` per layer, not `lead`. Beyond them,
+    // bytes consumed but not yet in the ingest file (the ingest channel's few chunks, the
+    // writer's buffer) are the same 256 KiB per layer the rerun's bound allows; the config and
+    // manifests are a few KiB over both pulls.
+    let window =
+        hoist_registry::WindowConfig::with_window(hoist_distribution::DEFAULT_FETCH_WINDOW);
+    let total_bound =
+        image_bytes / 100 + layers * (window.max_outstanding() + (256 << 10)) + (64 << 10);
     let mut worst_extra = 0u64;
     let mut worst_total = 0u64;
     for run_no in 0..runs {
@@ -274,10 +288,19 @@ async fn a_pull_killed_at_random_moments_resumes_and_ends_sound() {
             "seed {seed}: the second pull fetched {refetched} bytes, {held} of the \
              {image_bytes}-byte image were already held"
         );
+        assert!(
+            first + refetched <= image_bytes + total_bound,
+            "seed {seed}: both pulls together fetched {} bytes more than the {image_bytes}-byte \
+             image; at most {total_bound} (1% + {layers} x (window {} + lead {} + 256 KiB))",
+            (first + refetched).saturating_sub(image_bytes),
+            window.window,
+            window.lead
+        );
     }
     eprintln!(
         "pull crash test: {runs} runs; a rerun fetched at most {worst_extra} bytes beyond what \
          the killed pull had not kept (bound: 1% of the {image_bytes}-byte image + 256 KiB per \
-         layer); both pulls together fetched at most {worst_total} bytes more than the image"
+         layer); both pulls together fetched at most {worst_total} bytes more than the image \
+         (bound: {total_bound})"
     );
 }
