@@ -144,15 +144,15 @@ pub struct PullConfig {
     /// The compressed blob is then not stored; see [`crate::pull`].
     pub partial: bool,
     /// Bytes per ranged request when fetching a blob (default
-    /// [`DEFAULT_FETCH_WINDOW`], 4 MiB): a blob of two windows or more is
+    /// [`DEFAULT_FETCH_WINDOW`], 16 MiB): a blob of two windows or more is
     /// fetched as consecutive `Range` requests, the next sent shortly before the current one
     /// ends, so that a killed pull can have made the registry send at most about a window and a
-    /// quarter more per layer than it wrote (see [`hoist_registry::window`]). 0 fetches each blob
+    /// half more per layer than it wrote (see [`hoist_registry::window`]). 0 fetches each blob
     /// with one request.
     pub fetch_window: u64,
 }
 
-/// The default [`PullConfig::fetch_window`]: 4 MiB.
+/// The default [`PullConfig::fetch_window`]: 16 MiB.
 pub const DEFAULT_FETCH_WINDOW: u64 = hoist_registry::window::DEFAULT_WINDOW;
 
 /// The default [`PullConfig::max_layer_bytes`]: 64 GiB.

@@ -286,14 +286,9 @@ impl Windows {
                         };
                         return self.fail(e);
                     }
+                    // A complete window stays until its body ends: dropped earlier, its
+                    // connection would be closed instead of reused for the next window.
                     *got += n;
-                    if *got == range.len() {
-                        self.slots.pop_front();
-                        if let Some(Slot::Open(_, next, _)) = self.slots.front_mut() {
-                            // Its bytes waited in the kernel: the stall clock starts now.
-                            next.restart_stall_timer();
-                        }
-                    }
                     self.plan.consumed(n);
                     self.ask_due();
                     self.drive_prefetch(cx);
@@ -301,6 +296,10 @@ impl Windows {
                 }
                 Poll::Ready(None) if *got == range.len() => {
                     self.slots.pop_front();
+                    if let Some(Slot::Open(_, next, _)) = self.slots.front_mut() {
+                        // Its bytes waited in the kernel: the stall clock starts now.
+                        next.restart_stall_timer();
+                    }
                 }
                 Poll::Ready(None) => {
                     let e = Error::InvalidResponse {

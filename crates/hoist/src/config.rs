@@ -7,7 +7,7 @@
 //! concurrent_uploads = 5
 //! max_attempts = 5
 //! max_layer_bytes = 68719476736   # most bytes one layer may unpack to (decompression bombs)
-//! fetch_window_mib = 4             # blobs are fetched in ranged requests this large; 0: one
+//! fetch_window_mib = 16            # blobs are fetched in ranged requests this large; 0: one
 //!
 //! [registries."docker.io"]
 //! mirrors = ["127.0.0.1:5001"]
@@ -190,7 +190,7 @@ mod tests {
             c.transfers.max_layer_bytes,
             hoist_distribution::DEFAULT_MAX_LAYER_BYTES
         );
-        assert_eq!(c.transfers.fetch_window_mib, 4);
+        assert_eq!(c.transfers.fetch_window_mib, 16);
         assert_eq!(c.registries["docker.io"].mirrors, vec!["127.0.0.1:5001"]);
         let hosts = c.host_configs();
         assert_eq!(hosts.len(), 2);

@@ -581,7 +581,7 @@ async fn a_fetch_window_of_zero_fetches_each_layer_with_one_request() {
         "1",
         DOCKER_MANIFEST,
         "linux/amd64",
-        &[big.clone()],
+        std::slice::from_ref(&big),
     )
     .await;
     let local = local_store();

@@ -225,13 +225,23 @@ async fn a_pull_killed_at_random_moments_resumes_and_ends_sound() {
     let proxy = FaultProxy::start(&registry.url()).await.unwrap();
     let image = format!("{}/crash/big:v1", proxy.host());
     let home = tempfile::tempdir().unwrap();
+    // The pulls fetch in windows of this size (the default is tuned for loopback speed; this one
+    // keeps the bound below tight enough to mean something).
+    let window_mib = 2;
+    let config = home.path().join("hoist.toml");
+    std::fs::write(
+        &config,
+        format!("[transfers]\nfetch_window_mib = {window_mib}\n"),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
     let blobs = Matcher::get("/blobs/");
     // How long a whole pull takes here: kills land at random moments within it.
     let started = std::time::Instant::now();
     let out = run(
         home.path(),
         &home.path().join("warm-up"),
-        &["-q", "pull", &image],
+        &["-q", "--config", config, "pull", &image],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let full_ms = (started.elapsed().as_millis() as u64).max(50);
@@ -245,8 +255,7 @@ async fn a_pull_killed_at_random_moments_resumes_and_ends_sound() {
     // bytes consumed but not yet in the ingest file (the ingest channel's few chunks, the
     // writer's buffer) are the same 256 KiB per layer the rerun's bound allows; the config and
     // manifests are a few KiB over both pulls.
-    let window =
-        hoist_registry::WindowConfig::with_window(hoist_distribution::DEFAULT_FETCH_WINDOW);
+    let window = hoist_registry::WindowConfig::with_window(window_mib << 20);
     let total_bound =
         image_bytes / 100 + layers * (window.max_outstanding() + (256 << 10)) + (64 << 10);
     let mut worst_extra = 0u64;
@@ -257,7 +266,8 @@ async fn a_pull_killed_at_random_moments_resumes_and_ends_sound() {
         proxy.clear_log();
         // Kill the pull after a random moment (maybe before it starts, maybe after it ends).
         let mut child = Command::new(env!("CARGO_BIN_EXE_hoist"))
-            .args(["-q", "--root", root.to_str().unwrap(), "pull", &image])
+            .args(["-q", "--config", config, "--root", root.to_str().unwrap()])
+            .args(["pull", &image])
             .env("DOCKER_CONFIG", home.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -270,7 +280,11 @@ async fn a_pull_killed_at_random_moments_resumes_and_ends_sound() {
         let held = held_bytes(&root);
         let first = proxy.bytes_sent(&blobs);
         proxy.clear_log();
-        let out = run(home.path(), &root, &["-q", "pull", &image]);
+        let out = run(
+            home.path(),
+            &root,
+            &["-q", "--config", config, "pull", &image],
+        );
         assert!(out.status.success(), "seed {seed}: {}", text(&out.stderr));
         let out = run(home.path(), &root, &["fsck"]);
         assert!(out.status.success(), "seed {seed}: {}", text(&out.stdout));
