@@ -286,8 +286,8 @@ impl Windows {
                         };
                         return self.fail(e);
                     }
-                    // A complete window stays until its body ends: dropped earlier, its
-                    // connection would be closed instead of reused for the next window.
+                    // A complete window stays until its body says it ended, so that the HTTP
+                    // stack can put its connection back in the pool for a later window.
                     *got += n;
                     self.plan.consumed(n);
                     self.ask_due();
