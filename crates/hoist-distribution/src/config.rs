@@ -143,7 +143,17 @@ pub struct PullConfig {
     /// files the store lacks are fetched and the layer is rebuilt and verified (the default).
     /// The compressed blob is then not stored; see [`crate::pull`].
     pub partial: bool,
+    /// Bytes per ranged request when fetching a blob (default
+    /// [`DEFAULT_FETCH_WINDOW`], 16 MiB): a blob of two windows or more is
+    /// fetched as consecutive `Range` requests, the next sent shortly before the current one
+    /// ends, so that a killed pull can have made the registry send at most about a window and a
+    /// half more per layer than it wrote (see [`hoist_registry::window`]). 0 fetches each blob
+    /// with one request.
+    pub fetch_window: u64,
 }
+
+/// The default [`PullConfig::fetch_window`]: 16 MiB.
+pub const DEFAULT_FETCH_WINDOW: u64 = hoist_registry::window::DEFAULT_WINDOW;
 
 /// The default [`PullConfig::max_layer_bytes`]: 64 GiB.
 pub const DEFAULT_MAX_LAYER_BYTES: u64 = hoist_store::layer::DEFAULT_MAX_BYTES;
@@ -158,6 +168,7 @@ impl fmt::Debug for PullConfig {
             .field("tag_concurrency", &self.tag_concurrency)
             .field("max_layer_bytes", &self.max_layer_bytes)
             .field("partial", &self.partial)
+            .field("fetch_window", &self.fetch_window)
             .finish_non_exhaustive()
     }
 }
@@ -183,12 +194,19 @@ impl PullConfig {
             tag_concurrency: DEFAULT_TAG_CONCURRENCY,
             max_layer_bytes: DEFAULT_MAX_LAYER_BYTES,
             partial: true,
+            fetch_window: DEFAULT_FETCH_WINDOW,
         })
     }
 
     /// Sets [`PullConfig::max_layer_bytes`] (at least 1).
     pub fn with_max_layer_bytes(mut self, max_layer_bytes: u64) -> Self {
         self.max_layer_bytes = max_layer_bytes.max(1);
+        self
+    }
+
+    /// Sets [`PullConfig::fetch_window`] (0: one request per blob).
+    pub fn with_fetch_window(mut self, bytes: u64) -> Self {
+        self.fetch_window = bytes;
         self
     }
 

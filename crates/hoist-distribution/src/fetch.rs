@@ -69,6 +69,8 @@ pub(crate) struct PullContext {
     pub max_layer_bytes: u64,
     /// Whether chunked layers may be pulled partially.
     pub partial: bool,
+    /// How blobs are split into ranged requests (see [`crate::PullConfig::fetch_window`]).
+    pub window: hoist_registry::WindowConfig,
     /// Layers pulled partially, for the pull to record.
     pub partials: Mutex<Vec<crate::partial::PartialRecord>>,
     /// Partial pulls that fell back to a full pull.
@@ -327,7 +329,7 @@ impl LayerDescriptor {
         let resp = self
             .cx
             .repo
-            .get_blob_from(digest, p.offset, size)
+            .get_blob_windowed(digest, p.offset, size, self.cx.window)
             .await
             .map_err(network)?;
         // The registry says how large the blob is: a manifest that gives another size lies, and

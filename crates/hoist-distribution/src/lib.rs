@@ -49,8 +49,8 @@ pub mod transport;
 pub mod unpack;
 
 pub use config::{
-    DEFAULT_MAX_LAYER_BYTES, EventAction, EventLogger, ImageEvent, PullConfig, PushConfig,
-    classify, retry_policy,
+    DEFAULT_FETCH_WINDOW, DEFAULT_MAX_LAYER_BYTES, EventAction, EventLogger, ImageEvent,
+    PullConfig, PushConfig, classify, retry_policy,
 };
 pub use endpoint::{Registries, translate_pull_error};
 pub use error::{Error, ErrorKind, Result};

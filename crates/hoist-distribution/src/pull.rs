@@ -433,6 +433,7 @@ async fn pull_from(
         moved: AtomicBool::new(false),
         max_layer_bytes: config.max_layer_bytes,
         partial: config.partial && config.unpack,
+        window: hoist_registry::WindowConfig::with_window(config.fetch_window),
         partials: std::sync::Mutex::new(Vec::new()),
         partial_fallbacks: AtomicU64::new(0),
     });

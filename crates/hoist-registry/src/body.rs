@@ -47,6 +47,12 @@ impl BodyStream {
         }
     }
 
+    /// Starts the stall clock afresh: for a body opened ahead of time and read only now.
+    pub(crate) fn restart_stall_timer(&mut self) {
+        let next = Instant::now() + self.stall;
+        self.deadline.as_mut().reset(next);
+    }
+
     /// Bytes received so far.
     pub fn received(&self) -> u64 {
         self.received

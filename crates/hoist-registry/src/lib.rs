@@ -6,13 +6,14 @@
 //! until expiry and refreshed on `401`; basic auth; credentials from Docker's `config.json` and
 //! podman's `auth.json`). A [`Repository`] handle offers the API's operations: manifests (HEAD,
 //! GET verified against their digest, PUT, DELETE), blobs (HEAD, streamed GET, resume with a closed
-//! range, discontiguous chunk reads that adapt per host to how it serves ranges), uploads (sessions, chunked PATCH, resume, mount, cancel), and
-//! tag and catalog listings with pagination.
+//! range, large ones in bounded ranged windows ([`windowed`]), discontiguous chunk reads that
+//! adapt per host to how it serves ranges), uploads (sessions, chunked PATCH, resume, mount,
+//! cancel), and tag and catalog listings with pagination.
 //!
 //! Protocol details that need no I/O live in their own modules with unit tests: references
 //! ([`reference`]), `WWW-Authenticate` challenges and scopes ([`auth::challenge`]), ranges
-//! ([`range`]), `multipart/byteranges` ([`multipart`]), `Link` headers ([`link`]), registry error
-//! bodies ([`error_body`]). The I/O layers only drive them.
+//! ([`range`]), download windows ([`window`]), `multipart/byteranges` ([`multipart`]), `Link`
+//! headers ([`link`]), registry error bodies ([`error_body`]). The I/O layers only drive them.
 //!
 //! Errors are [`Error`]: each says whether a retry can help ([`Error::is_retryable`]) and carries
 //! the registry's `Retry-After` ([`Error::retry_after`]). Credentials never appear in errors, logs
@@ -38,6 +39,8 @@ pub mod tags;
 pub mod upload;
 mod upload_state;
 mod watchdog;
+pub mod window;
+pub mod windowed;
 
 pub use blob::{BlobResponse, ChunkStream};
 pub use body::BodyStream;
@@ -51,3 +54,5 @@ pub use reference::ImageRef;
 pub use repository::Repository;
 pub use upload::{MountResult, UploadSession};
 pub use watchdog::ByteStream;
+pub use window::WindowConfig;
+pub use windowed::{WindowedBlob, WindowedBody};

@@ -7,6 +7,7 @@
 //! concurrent_uploads = 5
 //! max_attempts = 5
 //! max_layer_bytes = 68719476736   # most bytes one layer may unpack to (decompression bombs)
+//! fetch_window_mib = 16            # blobs are fetched in ranged requests this large; 0: one
 //!
 //! [registries."docker.io"]
 //! mirrors = ["127.0.0.1:5001"]
@@ -57,6 +58,10 @@ pub struct Transfers {
     /// lacks); `false` always fetches whole blobs.
     #[serde(default = "default_partial")]
     pub partial_pulls: bool,
+    /// MiB per ranged request when fetching a blob (bounds what a killed pull wasted); 0 fetches
+    /// each blob with one request.
+    #[serde(default = "default_fetch_window_mib")]
+    pub fetch_window_mib: u64,
 }
 
 impl Default for Transfers {
@@ -67,12 +72,17 @@ impl Default for Transfers {
             max_attempts: default_attempts(),
             max_layer_bytes: default_max_layer_bytes(),
             partial_pulls: default_partial(),
+            fetch_window_mib: default_fetch_window_mib(),
         }
     }
 }
 
 fn default_max_layer_bytes() -> u64 {
     hoist_distribution::DEFAULT_MAX_LAYER_BYTES
+}
+
+fn default_fetch_window_mib() -> u64 {
+    hoist_distribution::DEFAULT_FETCH_WINDOW >> 20
 }
 
 fn default_downloads() -> usize {
@@ -180,11 +190,20 @@ mod tests {
             c.transfers.max_layer_bytes,
             hoist_distribution::DEFAULT_MAX_LAYER_BYTES
         );
+        assert_eq!(c.transfers.fetch_window_mib, 16);
         assert_eq!(c.registries["docker.io"].mirrors, vec!["127.0.0.1:5001"]);
         let hosts = c.host_configs();
         assert_eq!(hosts.len(), 2);
         let (_, r) = hosts.iter().find(|(h, _)| h == "r:5000").unwrap();
         assert!(r.insecure && r.ca_file.is_some() && r.client_cert.is_some());
+    }
+
+    #[test]
+    fn the_fetch_window_can_be_set_or_turned_off() {
+        let c = Config::parse("[transfers]\nfetch_window_mib = 16\n").unwrap();
+        assert_eq!(c.transfers.fetch_window_mib, 16);
+        let c = Config::parse("[transfers]\nfetch_window_mib = 0\n").unwrap();
+        assert_eq!(c.transfers.fetch_window_mib, 0);
     }
 
     #[test]

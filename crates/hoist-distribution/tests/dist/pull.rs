@@ -535,3 +535,64 @@ async fn a_missing_image_is_not_found_or_denied_with_a_login_hint() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_large_layer_is_fetched_in_ranged_windows_and_unpacks_right() {
+    const WINDOW: u64 = 4 << 20;
+    let registry = start_registry().await;
+    let proxy = FaultProxy::start(&registry.url()).await.unwrap();
+    let big = Layer::gzip(&[("big", &noise(20 << 20, 7)[..])]);
+    let small = Layer::gzip(&[("small", b"small")]);
+    let img = push_image(
+        &repo(&registry.host(), "win/big"),
+        "1",
+        DOCKER_MANIFEST,
+        "linux/amd64",
+        &[big.clone(), small],
+    )
+    .await;
+    let local = local_store();
+    let (cfg, _rec) = pull_config(&local.store);
+    let cfg = cfg.with_fetch_window(WINDOW);
+    pull(&cfg, &image_ref(&proxy.host(), "win/big:1"))
+        .await
+        .unwrap();
+    let gets = proxy.requests(&Matcher::get(&format!("/blobs/{}", big.digest())));
+    let size = big.blob.len() as u64;
+    assert_eq!(gets.len() as u64, size.div_ceil(WINDOW), "{gets:#?}");
+    for (i, g) in gets.iter().enumerate() {
+        let first = i as u64 * WINDOW;
+        let last = (first + WINDOW).min(size) - 1;
+        assert_eq!(g.range.as_deref(), Some(&*format!("bytes={first}-{last}")));
+        assert_eq!(g.status, Some(206));
+    }
+    let out = local.dir.path().join("root");
+    unpack(&local.store, &img.top_chain(), &out);
+    assert!(std::fs::read(out.join("big")).unwrap() == noise(20 << 20, 7));
+}
+
+#[tokio::test]
+async fn a_fetch_window_of_zero_fetches_each_layer_with_one_request() {
+    let registry = start_registry().await;
+    let proxy = FaultProxy::start(&registry.url()).await.unwrap();
+    let big = Layer::gzip(&[("big", &noise(9 << 20, 8)[..])]);
+    push_image(
+        &repo(&registry.host(), "win/off"),
+        "1",
+        DOCKER_MANIFEST,
+        "linux/amd64",
+        std::slice::from_ref(&big),
+    )
+    .await;
+    let local = local_store();
+    let (cfg, _rec) = pull_config(&local.store);
+    pull(
+        &cfg.with_fetch_window(0),
+        &image_ref(&proxy.host(), "win/off:1"),
+    )
+    .await
+    .unwrap();
+    let gets = proxy.requests(&Matcher::get(&format!("/blobs/{}", big.digest())));
+    assert_eq!(gets.len(), 1);
+    assert_eq!(gets[0].range, None);
+}

@@ -12,6 +12,7 @@ mod ranges;
 mod tags;
 mod tls;
 mod uploads;
+mod windows;
 
 use bytes::Bytes;
 use hoist_registry::{Endpoint, RegistryClient, Repository, Scheme};

@@ -35,6 +35,12 @@ pub async fn pull(ctx: &Context, args: PullArgs) -> anyhow::Result<()> {
         .with_registries(ctx.config.mirrors())
         .with_unpack(!args.no_unpack)
         .with_max_layer_bytes(ctx.config.transfers.max_layer_bytes)
+        .with_fetch_window(
+            ctx.config
+                .transfers
+                .fetch_window_mib
+                .saturating_mul(1 << 20),
+        )
         .with_progress(render.output());
     config.partial = !args.no_partial && ctx.config.transfers.partial_pulls;
     config
