@@ -4,9 +4,9 @@
 # `hoist pull` and `hoist push` of a multi-layer image, each killed with SIGKILL at RUNS random
 # moments (default 25 each) spread over a measured run, then run again: the rerun completes,
 # `hoist fsck` is clean, a rerun pull fetches only what the killed one had not kept (within 1% of
-# the image plus 256 KiB per layer), both pulls together fetch at most 1% of the image plus a fetch
-# window, its lead and 256 KiB per layer beyond the image, a rerun push uploads only the layers the
-# registry lacks, and the registry then serves the exact image (skopeo and a pull back agree on
+# the image plus 256 KiB per layer), both pulls together (fetching in 2 MiB windows) fetch at most
+# 1% of the image plus a window, its lead and 256 KiB per layer beyond the image, a rerun push
+# uploads only the layers the registry lacks, and the registry then serves the exact image (skopeo and a pull back agree on
 # the digest).
 # CI runs the short forms (4 pull runs, 3 push runs).
 #

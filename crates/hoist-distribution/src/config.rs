@@ -143,17 +143,19 @@ pub struct PullConfig {
     /// files the store lacks are fetched and the layer is rebuilt and verified (the default).
     /// The compressed blob is then not stored; see [`crate::pull`].
     pub partial: bool,
-    /// Bytes per ranged request when fetching a blob (default
-    /// [`DEFAULT_FETCH_WINDOW`], 16 MiB): a blob of two windows or more is
+    /// Bytes per ranged request when fetching a blob; 0 (the default, [`DEFAULT_FETCH_WINDOW`])
+    /// fetches each blob with one request. With a window, a blob of two windows or more is
     /// fetched as consecutive `Range` requests, the next sent shortly before the current one
-    /// ends, so that a killed pull can have made the registry send at most about a window and a
-    /// half more per layer than it wrote (see [`hoist_registry::window`]). 0 fetches each blob
-    /// with one request.
+    /// ends, so that a killed pull can have made the registry send at most a window and a half
+    /// more per layer than it wrote (see [`hoist_registry::window`]). Off by default: each
+    /// request costs the registry a few ms, which on a fast link is time the pull waits
+    /// (`hoist pull --no-unpack` of a 202 MB image on loopback: 0.31 s in one request per blob,
+    /// 0.33 s in 16 MiB windows, 0.42 s in 4 MiB windows).
     pub fetch_window: u64,
 }
 
-/// The default [`PullConfig::fetch_window`]: 16 MiB.
-pub const DEFAULT_FETCH_WINDOW: u64 = hoist_registry::window::DEFAULT_WINDOW;
+/// The default [`PullConfig::fetch_window`]: 0, one request per blob.
+pub const DEFAULT_FETCH_WINDOW: u64 = 0;
 
 /// The default [`PullConfig::max_layer_bytes`]: 64 GiB.
 pub const DEFAULT_MAX_LAYER_BYTES: u64 = hoist_store::layer::DEFAULT_MAX_BYTES;

@@ -7,7 +7,7 @@
 //! concurrent_uploads = 5
 //! max_attempts = 5
 //! max_layer_bytes = 68719476736   # most bytes one layer may unpack to (decompression bombs)
-//! fetch_window_mib = 16            # blobs are fetched in ranged requests this large; 0: one
+//! fetch_window_mib = 4             # ranged requests of this many MiB per blob (default 0: one)
 //!
 //! [registries."docker.io"]
 //! mirrors = ["127.0.0.1:5001"]
@@ -58,8 +58,8 @@ pub struct Transfers {
     /// lacks); `false` always fetches whole blobs.
     #[serde(default = "default_partial")]
     pub partial_pulls: bool,
-    /// MiB per ranged request when fetching a blob (bounds what a killed pull wasted); 0 fetches
-    /// each blob with one request.
+    /// MiB per ranged request when fetching a blob (bounds what a killed pull wasted); 0, the
+    /// default, fetches each blob with one request.
     #[serde(default = "default_fetch_window_mib")]
     pub fetch_window_mib: u64,
 }
@@ -190,7 +190,10 @@ mod tests {
             c.transfers.max_layer_bytes,
             hoist_distribution::DEFAULT_MAX_LAYER_BYTES
         );
-        assert_eq!(c.transfers.fetch_window_mib, 16);
+        assert_eq!(
+            c.transfers.fetch_window_mib, 0,
+            "one request per blob by default"
+        );
         assert_eq!(c.registries["docker.io"].mirrors, vec!["127.0.0.1:5001"]);
         let hosts = c.host_configs();
         assert_eq!(hosts.len(), 2);
@@ -200,8 +203,8 @@ mod tests {
 
     #[test]
     fn the_fetch_window_can_be_set_or_turned_off() {
-        let c = Config::parse("[transfers]\nfetch_window_mib = 16\n").unwrap();
-        assert_eq!(c.transfers.fetch_window_mib, 16);
+        let c = Config::parse("[transfers]\nfetch_window_mib = 4\n").unwrap();
+        assert_eq!(c.transfers.fetch_window_mib, 4);
         let c = Config::parse("[transfers]\nfetch_window_mib = 0\n").unwrap();
         assert_eq!(c.transfers.fetch_window_mib, 0);
     }
