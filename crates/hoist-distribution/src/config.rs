@@ -17,6 +17,7 @@ use hoist_xfer::{
 
 use crate::endpoint::Registries;
 use crate::error::{Error, Result};
+use crate::foreign::ForeignUrls;
 use crate::layers::LocalLayers;
 use crate::manifest::default_config_types;
 use crate::platform::Platform;
@@ -143,6 +144,11 @@ pub struct PullConfig {
     /// files the store lacks are fetched and the layer is rebuilt and verified (the default).
     /// The compressed blob is then not stored; see [`crate::pull`].
     pub partial: bool,
+    /// Which `urls` of non-distributable layer descriptors may be fetched: none by default.
+    /// Allowed URLs are tried in order before the registry, without credentials; their bytes
+    /// are verified like the registry's, and a URL that fails falls to the next, then to the
+    /// registry.
+    pub foreign_urls: ForeignUrls,
 }
 
 /// The default [`PullConfig::max_layer_bytes`]: 64 GiB.
@@ -158,6 +164,7 @@ impl fmt::Debug for PullConfig {
             .field("tag_concurrency", &self.tag_concurrency)
             .field("max_layer_bytes", &self.max_layer_bytes)
             .field("partial", &self.partial)
+            .field("foreign_urls", &self.foreign_urls)
             .finish_non_exhaustive()
     }
 }
@@ -183,12 +190,19 @@ impl PullConfig {
             tag_concurrency: DEFAULT_TAG_CONCURRENCY,
             max_layer_bytes: DEFAULT_MAX_LAYER_BYTES,
             partial: true,
+            foreign_urls: ForeignUrls::Never,
         })
     }
 
     /// Sets [`PullConfig::max_layer_bytes`] (at least 1).
     pub fn with_max_layer_bytes(mut self, max_layer_bytes: u64) -> Self {
         self.max_layer_bytes = max_layer_bytes.max(1);
+        self
+    }
+
+    /// Sets [`PullConfig::foreign_urls`].
+    pub fn with_foreign_urls(mut self, foreign_urls: ForeignUrls) -> Self {
+        self.foreign_urls = foreign_urls;
         self
     }
 

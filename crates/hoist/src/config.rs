@@ -7,6 +7,7 @@
 //! concurrent_uploads = 5
 //! max_attempts = 5
 //! max_layer_bytes = 68719476736   # most bytes one layer may unpack to (decompression bombs)
+//! allow_foreign_urls = ["go.microsoft.com"]   # layer `urls` hosts a pull may fetch from ("*": any)
 //!
 //! [registries."docker.io"]
 //! mirrors = ["127.0.0.1:5001"]
@@ -57,6 +58,10 @@ pub struct Transfers {
     /// lacks); `false` always fetches whole blobs.
     #[serde(default = "default_partial")]
     pub partial_pulls: bool,
+    /// Hosts (`host` or `host:port`; `*` for any) whose URLs in non-distributable layer
+    /// descriptors a pull may fetch the layer from; none by default.
+    #[serde(default)]
+    pub allow_foreign_urls: Vec<String>,
 }
 
 impl Default for Transfers {
@@ -67,6 +72,7 @@ impl Default for Transfers {
             max_attempts: default_attempts(),
             max_layer_bytes: default_max_layer_bytes(),
             partial_pulls: default_partial(),
+            allow_foreign_urls: Vec::new(),
         }
     }
 }
@@ -185,6 +191,25 @@ mod tests {
         assert_eq!(hosts.len(), 2);
         let (_, r) = hosts.iter().find(|(h, _)| h == "r:5000").unwrap();
         assert!(r.insecure && r.ca_file.is_some() && r.client_cert.is_some());
+    }
+
+    #[test]
+    fn allowed_foreign_url_hosts_parse_and_default_to_none() {
+        let c = Config::parse(
+            "[transfers]\nallow_foreign_urls = [\"mcr.example\", \"127.0.0.1:8080\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.transfers.allow_foreign_urls,
+            vec!["mcr.example", "127.0.0.1:8080"]
+        );
+        assert!(
+            Config::parse("")
+                .unwrap()
+                .transfers
+                .allow_foreign_urls
+                .is_empty()
+        );
     }
 
     #[test]

@@ -53,6 +53,7 @@ pub struct RegistryBuilder {
     log_level: LogLevel,
     access_log: bool,
     start_timeout: Duration,
+    manifest_urls: Option<String>,
 }
 
 impl std::fmt::Debug for RegistryBuilder {
@@ -73,6 +74,7 @@ impl Default for RegistryBuilder {
             log_level: LogLevel::Warn,
             access_log: false,
             start_timeout: Duration::from_secs(30),
+            manifest_urls: None,
         }
     }
 }
@@ -130,6 +132,13 @@ impl RegistryBuilder {
     /// Whether the registry logs every request (default off).
     pub fn access_log(mut self, enabled: bool) -> Self {
         self.access_log = enabled;
+        self
+    }
+
+    /// Accepts manifests whose layer descriptors have `urls` matching the regular expression
+    /// `allow` (`validation.manifests.urls.allow`); by default the registry refuses them.
+    pub fn allow_manifest_urls(mut self, allow: &str) -> Self {
+        self.manifest_urls = Some(allow.to_owned());
         self
     }
 
@@ -194,6 +203,7 @@ impl RegistryBuilder {
                     credentials: creds.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
                 }),
                 secret: &secret,
+                manifest_urls: self.manifest_urls.as_deref(),
             });
             write(&config_path, &yaml)?;
             write(&log, "")?;
