@@ -331,7 +331,10 @@ impl LayerDescriptor {
         if p.offset >= size {
             return Ok(());
         }
-        let foreign = self.foreign.open(&self.cx.repo, digest, p.offset, size).await;
+        let foreign = self
+            .foreign
+            .open(&self.cx.repo, digest, p.offset, size)
+            .await;
         let what = self.foreign.describe_fetch(digest);
         let network = |e| Failure::Resumable(Error::registry(what.clone(), e));
         let resp = match foreign {

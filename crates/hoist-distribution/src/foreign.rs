@@ -124,9 +124,7 @@ impl ForeignUrls {
         if let ForeignUrls::Hosts(allowed) = self {
             let matches = |a: &String| {
                 let a = a.to_ascii_lowercase();
-                a == host
-                    || port.is_some_and(|p| a == format!("{host}:{p}"))
-                    || a == host_port
+                a == host || port.is_some_and(|p| a == format!("{host}:{p}")) || a == host_port
             };
             if !allowed.iter().any(matches) {
                 return Err(ForeignUrlRefusal::HostNotAllowed { host: host_port });
@@ -152,12 +150,20 @@ mod tests {
         use ForeignUrlRefusal as R;
         let refused_host = |h: &str| Err(R::HostNotAllowed { host: h.into() });
         let cases: Vec<(ForeignUrls, &str, Result<(), ForeignUrlRefusal>)> = vec![
-            (ForeignUrls::Never, "https://a.example/l", Err(R::NotAllowed)),
+            (
+                ForeignUrls::Never,
+                "https://a.example/l",
+                Err(R::NotAllowed),
+            ),
             (hosts(&[]), "https://a.example/l", Err(R::NotAllowed)),
             (hosts(&["a.example"]), "https://a.example/l", Ok(())),
             (hosts(&["A.Example"]), "https://a.EXAMPLE/l", Ok(())),
             (hosts(&["a.example"]), "https://a.example:8443/l", Ok(())),
-            (hosts(&["a.example:8443"]), "https://a.example:8443/l", Ok(())),
+            (
+                hosts(&["a.example:8443"]),
+                "https://a.example:8443/l",
+                Ok(()),
+            ),
             (hosts(&["a.example:443"]), "https://a.example/l", Ok(())),
             (
                 hosts(&["a.example:8443"]),
@@ -189,7 +195,11 @@ mod tests {
                     host: "a.example".into(),
                 }),
             ),
-            (hosts(&["127.0.0.1:5000"]), "http://127.0.0.1:5000/l", Ok(())),
+            (
+                hosts(&["127.0.0.1:5000"]),
+                "http://127.0.0.1:5000/l",
+                Ok(()),
+            ),
             (hosts(&["localhost"]), "http://LOCALHOST:1/l", Ok(())),
             (ForeignUrls::Any, "http://[::1]:8080/l", Ok(())),
             (

@@ -183,12 +183,7 @@ struct Counts {
     authorized: Arc<AtomicU64>,
 }
 
-async fn serve(
-    mut stream: TcpStream,
-    _peer: SocketAddr,
-    route: Arc<Route>,
-    counts: Counts,
-) {
+async fn serve(mut stream: TcpStream, _peer: SocketAddr, route: Arc<Route>, counts: Counts) {
     let Counts {
         sent,
         requests,
@@ -218,11 +213,7 @@ async fn serve(
     }) {
         authorized.fetch_add(1, Ordering::SeqCst);
     }
-    let line = text
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_owned();
+    let line = text.lines().next().unwrap_or("").to_owned();
     let mut parts = line.split(' ');
     let method = parts.next().unwrap_or("").to_owned();
     let path = parts.next().unwrap_or("").to_owned();

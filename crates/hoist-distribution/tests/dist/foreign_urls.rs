@@ -17,7 +17,11 @@ const PASSWORD: &str = "foreign-pw";
 /// `auth`.
 async fn registry(auth: bool) -> Registry {
     let b = Registry::builder().allow_manifest_urls("^http://127\\.0\\.0\\.1:");
-    let b = if auth { b.basic_auth(USER, PASSWORD) } else { b };
+    let b = if auth {
+        b.basic_auth(USER, PASSWORD)
+    } else {
+        b
+    };
     b.start().await.expect("start the registry")
 }
 
