@@ -340,7 +340,8 @@ async fn foreign_layer_image() -> (Registry, hoist_test_support::HostileServer, 
     (registry, foreign, image)
 }
 
-#[tokio::test]
+// Multi-threaded: the layer URL's server runs in this process while the binary runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allow_foreign_urls_from_the_flag_or_the_config_file_reaches_the_pull() {
     let (_registry, foreign, image) = foreign_layer_image().await;
     let home = tempfile::tempdir().unwrap();
