@@ -234,3 +234,44 @@ async fn failing_urls_and_a_registry_without_the_blob_fail_naming_what_was_tried
     assert!(!local.store.content().contains(&layer.digest()).unwrap());
     assert_clean(&local.store);
 }
+
+#[tokio::test]
+async fn a_url_that_breaks_off_mid_blob_is_resumed_from_the_registry() {
+    let registry = registry(false).await;
+    let big = noise(256 * 1024, 7);
+    let layer = Layer {
+        media_type: OCI_NONDIST_GZIP,
+        ..Layer::oci_gzip(&[("Files/big", &big)])
+    };
+    let half = layer.blob[..layer.blob.len() / 2].to_vec();
+    let full_len = layer.blob.len().to_string();
+    // Announces the whole blob, sends half, closes.
+    let breaking = HostileServer::start(move |_, _| {
+        Answer::new("200 OK")
+            .header("Content-Length", &full_len)
+            .raw_body(half.clone())
+    })
+    .await
+    .unwrap();
+    let r = repo(&registry.host(), "win/base");
+    push_foreign_image(&r, &layer, &[format!("{}/layer", breaking.url())], true).await;
+
+    let local = local_store();
+    let cfg = foreign_config(&local.store, client(), ForeignUrls::Any);
+    let result = pull(&cfg, &image_ref(&registry.host(), "win/base:1"))
+        .await
+        .unwrap();
+    assert_eq!(result.layers[0].digest, layer.digest());
+    assert_eq!(breaking.requests(), 1, "the broken URL was asked again");
+    // The registry sent the rest, not the whole blob again.
+    assert!(
+        result.bytes_fetched < layer.blob.len() as u64 + 4096,
+        "{} bytes fetched for a {}-byte layer",
+        result.bytes_fetched,
+        layer.blob.len()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    unpack(&local.store, &result.layers[0].diff_id, dir.path());
+    assert_eq!(std::fs::read(dir.path().join("Files/big")).unwrap(), big);
+    assert_clean(&local.store);
+}
