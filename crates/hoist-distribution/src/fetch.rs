@@ -783,13 +783,7 @@ impl DownloadDescriptor for LayerDescriptor {
         loop {
             match self.attempt(&ctx, restart).await {
                 Ok(staged) => return Ok(staged),
-                Err(Failure::Resumable(e)) => {
-                    // Permanent (the blob is not there, access denied): nothing to resume.
-                    if !e.is_retryable() {
-                        self.discard_ingest().await;
-                    }
-                    return Err(Box::new(e));
-                }
+                Err(Failure::Resumable(e)) => return Err(Box::new(e)),
                 Err(Failure::Fatal(e)) => {
                     if hoist_xfer::is_do_not_retry(&*e) {
                         self.discard_ingest().await;
