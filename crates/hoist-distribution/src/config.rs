@@ -17,6 +17,7 @@ use hoist_xfer::{
 
 use crate::endpoint::Registries;
 use crate::error::{Error, Result};
+use crate::foreign::ForeignUrls;
 use crate::layers::LocalLayers;
 use crate::manifest::default_config_types;
 use crate::platform::Platform;
@@ -152,6 +153,11 @@ pub struct PullConfig {
     /// (`hoist pull --no-unpack` of a 202 MB image on loopback: 0.31 s in one request per blob,
     /// 0.33 s in 16 MiB windows, 0.42 s in 4 MiB windows).
     pub fetch_window: u64,
+    /// Which `urls` of non-distributable layer descriptors may be fetched: none by default.
+    /// Allowed URLs are tried in order before the registry, without credentials; their bytes
+    /// are verified like the registry's, and a URL that fails falls to the next, then to the
+    /// registry.
+    pub foreign_urls: ForeignUrls,
 }
 
 /// The default [`PullConfig::fetch_window`]: 0, one request per blob.
@@ -171,6 +177,7 @@ impl fmt::Debug for PullConfig {
             .field("max_layer_bytes", &self.max_layer_bytes)
             .field("partial", &self.partial)
             .field("fetch_window", &self.fetch_window)
+            .field("foreign_urls", &self.foreign_urls)
             .finish_non_exhaustive()
     }
 }
@@ -197,6 +204,7 @@ impl PullConfig {
             max_layer_bytes: DEFAULT_MAX_LAYER_BYTES,
             partial: true,
             fetch_window: DEFAULT_FETCH_WINDOW,
+            foreign_urls: ForeignUrls::Never,
         })
     }
 
@@ -209,6 +217,12 @@ impl PullConfig {
     /// Sets [`PullConfig::fetch_window`] (0: one request per blob).
     pub fn with_fetch_window(mut self, bytes: u64) -> Self {
         self.fetch_window = bytes;
+        self
+    }
+
+    /// Sets [`PullConfig::foreign_urls`].
+    pub fn with_foreign_urls(mut self, foreign_urls: ForeignUrls) -> Self {
+        self.foreign_urls = foreign_urls;
         self
     }
 

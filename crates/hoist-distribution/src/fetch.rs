@@ -38,6 +38,8 @@ use tokio::task::JoinHandle;
 
 use crate::blocking::blocking;
 use crate::error::Error;
+use crate::foreign::ForeignUrls;
+use crate::foreign_source::ForeignSources;
 use crate::layers::{StagedBlob, lock};
 use crate::manifest::{Compression, ImageConfig, LayerRef};
 use crate::stream::{
@@ -75,6 +77,8 @@ pub(crate) struct PullContext {
     pub partials: Mutex<Vec<crate::partial::PartialRecord>>,
     /// Partial pulls that fell back to a full pull.
     pub partial_fallbacks: AtomicU64,
+    /// Which descriptor `urls` layers may be fetched from.
+    pub foreign_urls: ForeignUrls,
 }
 
 /// The display id of a blob: the first 12 hex digits of its digest, as Docker shows layers.
@@ -170,6 +174,8 @@ pub(crate) struct LayerDescriptor {
     state: Mutex<Option<Pipeline>>,
     corrupt_seen: AtomicBool,
     leased: AtomicBool,
+    /// The allowed descriptor URLs still to try before the registry.
+    foreign: ForeignSources,
 }
 
 impl LayerDescriptor {
@@ -181,7 +187,9 @@ impl LayerDescriptor {
         layer: LayerRef,
         known_diff_id: Option<Digest>,
     ) -> LayerDescriptor {
+        let foreign = ForeignSources::new(&cx.foreign_urls, &layer);
         LayerDescriptor {
+            foreign,
             cx,
             index,
             layer,
@@ -325,13 +333,21 @@ impl LayerDescriptor {
         if p.offset >= size {
             return Ok(());
         }
-        let network = |e| Failure::Resumable(Error::registry(format!("fetching blob {digest}"), e));
-        let resp = self
-            .cx
-            .repo
-            .get_blob_windowed(digest, p.offset, size, self.cx.window)
-            .await
-            .map_err(network)?;
+        let foreign = self
+            .foreign
+            .open(&self.cx.repo, digest, p.offset, size)
+            .await;
+        let what = self.foreign.describe_fetch(digest);
+        let network = |e| Failure::Resumable(Error::registry(what.clone(), e));
+        let resp = match foreign {
+            Some(resp) => resp.into(),
+            None => self
+                .cx
+                .repo
+                .get_blob_windowed(digest, p.offset, size, self.cx.window)
+                .await
+                .map_err(network)?,
+        };
         // The registry says how large the blob is: a manifest that gives another size lies, and
         // no retry can help.
         if let Some(total) = resp.total.filter(|t| *t != size) {
@@ -556,6 +572,8 @@ impl LayerDescriptor {
         match self.fetch(&mut pipeline, ctx).await {
             Ok(()) => {}
             Err(Failure::Resumable(e)) => {
+                // A URL that fails mid-stream is not asked again: the rest comes from the next.
+                self.foreign.current_failed(&e);
                 ctx.set_resume_offset(pipeline.offset);
                 *lock(&self.state) = Some(pipeline);
                 return Err(Failure::Resumable(e));
@@ -776,6 +794,12 @@ impl DownloadDescriptor for LayerDescriptor {
                 }
                 Err(Failure::Corrupt(reason)) => {
                     lock(&self.state).take();
+                    // Bad bytes from a URL: drop it and start over from the next source; the
+                    // registry's one second chance is kept.
+                    if self.foreign.pipeline_corrupt(&reason) {
+                        restart = true;
+                        continue;
+                    }
                     if self.corrupt_seen.swap(true, Ordering::AcqRel) {
                         self.discard_ingest().await;
                         return Err(Box::new(DoNotRetry::new(Error::Corrupt {

@@ -35,6 +35,8 @@ pub mod copy;
 pub mod endpoint;
 pub mod error;
 mod fetch;
+pub mod foreign;
+mod foreign_source;
 mod hashing;
 pub mod layers;
 pub mod manifest;
@@ -55,6 +57,7 @@ pub use config::{
 pub use endpoint::{Registries, translate_pull_error};
 pub use error::{Error, ErrorKind, Result};
 pub use fetch::ingest_reference;
+pub use foreign::{ForeignUrlRefusal, ForeignUrls};
 pub use layers::{LocalLayers, StagedBlob};
 pub use platform::Platform;
 pub use pull::{PullResult, PulledLayer, pull, pull_all_tags, tags};

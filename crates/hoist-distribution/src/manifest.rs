@@ -132,6 +132,9 @@ pub struct LayerRef {
     /// The descriptor's annotations (zstd:chunked and eStargz layers locate their table of
     /// contents with them).
     pub annotations: std::collections::BTreeMap<String, String>,
+    /// The descriptor's `urls`: where a non-distributable layer may be fetched besides the
+    /// registry (followed only as [`crate::PullConfig::foreign_urls`] allows).
+    pub urls: Vec<String>,
 }
 
 /// An image manifest (Docker schema 2 or OCI).
@@ -219,6 +222,8 @@ struct RawDescriptor {
     platform: Option<RawPlatform>,
     #[serde(default)]
     annotations: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    urls: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -383,10 +388,12 @@ pub fn parse(
                 }
             })?;
             let annotations = l.annotations.clone().unwrap_or_default();
+            let urls = l.urls.clone().unwrap_or_default();
             Ok(LayerRef {
                 blob: blob_ref(l, digest)?,
                 compression,
                 annotations,
+                urls,
             })
         })
         .collect::<Result<Vec<_>>>()?;

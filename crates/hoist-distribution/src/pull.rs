@@ -436,6 +436,7 @@ async fn pull_from(
         window: hoist_registry::WindowConfig::with_window(config.fetch_window),
         partials: std::sync::Mutex::new(Vec::new()),
         partial_fallbacks: AtomicU64::new(0),
+        foreign_urls: config.foreign_urls.clone(),
     });
     let fetch_cfg = fetch_config(repo, policy, &store, &image, &cx.fetched, &config_tx);
 

@@ -651,7 +651,7 @@ async fn drive(
     true
 }
 
-fn content_length(resp: &Resp) -> Option<u64> {
+pub(crate) fn content_length(resp: &Resp) -> Option<u64> {
     header_str(&resp.headers, "content-length").and_then(|s| s.parse().ok())
 }
 

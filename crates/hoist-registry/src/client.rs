@@ -459,6 +459,11 @@ impl RegistryClient {
         }
     }
 
+    /// The shared client: system roots, no client certificate.
+    pub(crate) fn shared_http(&self) -> &reqwest::Client {
+        &self.inner.default
+    }
+
     pub(crate) fn http_for(&self, host: &str) -> &reqwest::Client {
         self.inner.per_host.get(host).unwrap_or(&self.inner.default)
     }
@@ -513,7 +518,8 @@ impl RegistryClient {
         let mut retried_auth = false;
         loop {
             let authz = self.authorization(&req).await?;
-            let resp = self.send_following(&req, authz.as_deref()).await?;
+            let http = self.http_for(&req.host);
+            let resp = self.send_following(http, &req, authz.as_deref()).await?;
             if resp.status == StatusCode::UNAUTHORIZED && !retried_auth && req.body.replayable() {
                 retried_auth = true;
                 resp.body.drain(self.inner.limits.error_body).await;
@@ -712,12 +718,17 @@ impl RegistryClient {
         Ok((token, parsed.refresh_token.clone()))
     }
 
-    /// Sends one request, following redirects by hand so that credentials never leave the host.
-    async fn send_following(&self, req: &Req, authz: Option<&str>) -> Result<Resp> {
+    /// Sends one request with `http`, following redirects by hand so that credentials never
+    /// leave the host.
+    pub(crate) async fn send_following(
+        &self,
+        http: &reqwest::Client,
+        req: &Req,
+        authz: Option<&str>,
+    ) -> Result<Resp> {
         let origin = origin_of(&req.url);
         let mut url = req.url.clone();
         let mut method = req.method.clone();
-        let http = self.http_for(&req.host);
         for _ in 0..=self.inner.max_redirects {
             let same_origin = origin_of(&url) == origin;
             let mut rb = http.request(method.clone(), url.clone());

@@ -28,6 +28,7 @@ pub mod config;
 pub mod digest;
 pub mod error;
 pub mod error_body;
+pub mod foreign;
 mod http_syntax;
 pub mod link;
 pub mod manifest;

@@ -44,6 +44,19 @@ pub struct WindowedBlob {
     pub body: WindowedBody,
 }
 
+impl From<crate::blob::BlobResponse> for WindowedBlob {
+    /// One response carrying the bytes (from another source than windows, e.g. a layer's URL).
+    fn from(resp: crate::blob::BlobResponse) -> WindowedBlob {
+        WindowedBlob {
+            start: resp.start,
+            total: resp.total,
+            body: WindowedBody {
+                inner: Inner::Single(resp.body),
+            },
+        }
+    }
+}
+
 /// The bytes of a [`WindowedBlob`], in order.
 #[derive(Debug)]
 pub struct WindowedBody {

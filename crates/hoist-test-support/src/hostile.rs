@@ -101,6 +101,7 @@ pub struct HostileServer {
     server: Server,
     sent: Arc<AtomicU64>,
     requests: Arc<AtomicU64>,
+    authorized: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for HostileServer {
@@ -123,18 +124,29 @@ impl HostileServer {
             .map_err(|e| Error::io("binding the hostile server on 127.0.0.1", e))?;
         let sent = Arc::new(AtomicU64::new(0));
         let requests = Arc::new(AtomicU64::new(0));
+        let authorized = Arc::new(AtomicU64::new(0));
         let route: Arc<Route> = Arc::new(route);
-        let (s, r) = (Arc::clone(&sent), Arc::clone(&requests));
+        let (s, r, a) = (
+            Arc::clone(&sent),
+            Arc::clone(&requests),
+            Arc::clone(&authorized),
+        );
         let server = Server::serve(listener, move |stream, peer| {
             let route = Arc::clone(&route);
             let (sent, requests) = (Arc::clone(&s), Arc::clone(&r));
-            Box::pin(serve(stream, peer, route, sent, requests))
+            let counts = Counts {
+                sent,
+                requests,
+                authorized: Arc::clone(&a),
+            };
+            Box::pin(serve(stream, peer, route, counts))
                 as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
         })?;
         Ok(HostileServer {
             server,
             sent,
             requests,
+            authorized,
         })
     }
 
@@ -157,15 +169,26 @@ impl HostileServer {
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
     }
+
+    /// Requests received so far that carried an `Authorization` header.
+    pub fn requests_with_authorization(&self) -> u64 {
+        self.authorized.load(Ordering::SeqCst)
+    }
 }
 
-async fn serve(
-    mut stream: TcpStream,
-    _peer: SocketAddr,
-    route: Arc<Route>,
+/// What the server counts, shared by its connections.
+struct Counts {
     sent: Arc<AtomicU64>,
     requests: Arc<AtomicU64>,
-) {
+    authorized: Arc<AtomicU64>,
+}
+
+async fn serve(mut stream: TcpStream, _peer: SocketAddr, route: Arc<Route>, counts: Counts) {
+    let Counts {
+        sent,
+        requests,
+        authorized,
+    } = counts;
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -183,11 +206,14 @@ async fn serve(
         }
     }
     requests.fetch_add(1, Ordering::SeqCst);
-    let line = String::from_utf8_lossy(&head)
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_owned();
+    let text = String::from_utf8_lossy(&head);
+    if text.lines().skip(1).any(|l| {
+        l.split_once(':')
+            .is_some_and(|(name, _)| name.trim().eq_ignore_ascii_case("authorization"))
+    }) {
+        authorized.fetch_add(1, Ordering::SeqCst);
+    }
+    let line = text.lines().next().unwrap_or("").to_owned();
     let mut parts = line.split(' ');
     let method = parts.next().unwrap_or("").to_owned();
     let path = parts.next().unwrap_or("").to_owned();

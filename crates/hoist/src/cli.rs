@@ -120,6 +120,11 @@ pub struct PullArgs {
     /// whose files the store lacks are fetched; config: transfers.partial_pulls)
     #[arg(long)]
     pub no_partial: bool,
+    /// Fetch non-distributable (foreign) layers from their descriptor URLs on this host
+    /// (`host` or `host:port`; repeatable; `*` for any), without credentials, before the
+    /// registry; https only, except to loopback (config: transfers.allow_foreign_urls)
+    #[arg(long = "allow-foreign-urls", value_name = "HOST")]
+    pub allow_foreign_urls: Vec<String>,
 }
 
 /// `hoist push`.

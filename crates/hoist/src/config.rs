@@ -8,6 +8,7 @@
 //! max_attempts = 5
 //! max_layer_bytes = 68719476736   # most bytes one layer may unpack to (decompression bombs)
 //! fetch_window_mib = 4             # ranged requests of this many MiB per blob (default 0: one)
+//! allow_foreign_urls = ["go.microsoft.com"]   # layer `urls` hosts a pull may fetch from ("*": any)
 //!
 //! [registries."docker.io"]
 //! mirrors = ["127.0.0.1:5001"]
@@ -62,6 +63,10 @@ pub struct Transfers {
     /// default, fetches each blob with one request.
     #[serde(default = "default_fetch_window_mib")]
     pub fetch_window_mib: u64,
+    /// Hosts (`host` or `host:port`; `*` for any) whose URLs in non-distributable layer
+    /// descriptors a pull may fetch the layer from; none by default.
+    #[serde(default)]
+    pub allow_foreign_urls: Vec<String>,
 }
 
 impl Default for Transfers {
@@ -73,6 +78,7 @@ impl Default for Transfers {
             max_layer_bytes: default_max_layer_bytes(),
             partial_pulls: default_partial(),
             fetch_window_mib: default_fetch_window_mib(),
+            allow_foreign_urls: Vec::new(),
         }
     }
 }
@@ -207,6 +213,25 @@ mod tests {
         assert_eq!(c.transfers.fetch_window_mib, 4);
         let c = Config::parse("[transfers]\nfetch_window_mib = 0\n").unwrap();
         assert_eq!(c.transfers.fetch_window_mib, 0);
+    }
+
+    #[test]
+    fn allowed_foreign_url_hosts_parse_and_default_to_none() {
+        let c = Config::parse(
+            "[transfers]\nallow_foreign_urls = [\"mcr.example\", \"127.0.0.1:8080\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.transfers.allow_foreign_urls,
+            vec!["mcr.example", "127.0.0.1:8080"]
+        );
+        assert!(
+            Config::parse("")
+                .unwrap()
+                .transfers
+                .allow_foreign_urls
+                .is_empty()
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 mod chunked;
 mod errors;
 mod faults;
+mod foreign_urls;
 mod hostile;
 mod matrix;
 mod mirror;

@@ -5,6 +5,7 @@
 mod auth;
 mod blobs;
 mod faults;
+mod foreign;
 mod hostile;
 mod manifests;
 mod range_modes;

@@ -67,6 +67,8 @@ pub(crate) struct ConfigInput<'a> {
     pub(crate) auth: AuthSection<'a>,
     pub(crate) proxy: Option<ProxySection<'a>>,
     pub(crate) secret: &'a str,
+    /// `validation.manifests.urls.allow`, when manifests may carry layer `urls`.
+    pub(crate) manifest_urls: Option<&'a str>,
 }
 
 /// A YAML double-quoted scalar: JSON string syntax is valid YAML.
@@ -149,6 +151,13 @@ http:
             );
         }
     }
+    if let Some(allow) = input.manifest_urls {
+        let _ = write!(
+            y,
+            "validation:\n  manifests:\n    urls:\n      allow:\n        - {}\n",
+            quote(allow)
+        );
+    }
     if let Some(proxy) = &input.proxy {
         let _ = write!(y, "proxy:\n  remoteurl: {}\n", quote(proxy.remote_url));
         if let Some((user, password)) = proxy.credentials {
@@ -186,7 +195,9 @@ mod tests {
                 credentials: Some(("u", "p#w")),
             }),
             secret: "s",
+            manifest_urls: Some("^https?://"),
         });
+        assert!(yaml.contains("      allow:\n        - \"^https?://\"\n"));
         assert!(yaml.contains(r#"rootdirectory: "/tmp/a \"b\"/storage""#));
         assert!(yaml.contains("addr: 127.0.0.1:5000\n"));
         assert!(yaml.contains("  level: warn\n"));

@@ -56,6 +56,7 @@ pub struct RegistryBuilder {
     access_log: bool,
     start_timeout: Duration,
     tls: Option<ClientAuth>,
+    manifest_urls: Option<String>,
 }
 
 impl std::fmt::Debug for RegistryBuilder {
@@ -77,6 +78,7 @@ impl Default for RegistryBuilder {
             access_log: false,
             start_timeout: Duration::from_secs(30),
             tls: None,
+            manifest_urls: None,
         }
     }
 }
@@ -134,6 +136,13 @@ impl RegistryBuilder {
     /// Whether the registry logs every request (default off).
     pub fn access_log(mut self, enabled: bool) -> Self {
         self.access_log = enabled;
+        self
+    }
+
+    /// Accepts manifests whose layer descriptors have `urls` matching the regular expression
+    /// `allow` (`validation.manifests.urls.allow`); by default the registry refuses them.
+    pub fn allow_manifest_urls(mut self, allow: &str) -> Self {
+        self.manifest_urls = Some(allow.to_owned());
         self
     }
 
@@ -216,6 +225,7 @@ impl RegistryBuilder {
                     credentials: creds.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
                 }),
                 secret: &secret,
+                manifest_urls: self.manifest_urls.as_deref(),
             });
             write(&config_path, &yaml)?;
             write(&log, "")?;

@@ -11,7 +11,7 @@ use crate::commands::Context;
 use crate::output::json_line;
 use crate::progress::{Mode, Renderer};
 use hoist_distribution::platform::Platform;
-use hoist_distribution::{PullConfig, PushConfig, PushOutcome};
+use hoist_distribution::{ForeignUrls, PullConfig, PushConfig, PushOutcome};
 
 fn renderer(ctx: &Context) -> Renderer {
     let mode = Mode::choose(ctx.json, ctx.quiet, std::io::stderr().is_terminal());
@@ -43,6 +43,13 @@ pub async fn pull(ctx: &Context, args: PullArgs) -> anyhow::Result<()> {
         )
         .with_progress(render.output());
     config.partial = !args.no_partial && ctx.config.transfers.partial_pulls;
+    config = config.with_foreign_urls(ForeignUrls::from_hosts(
+        ctx.config
+            .transfers
+            .allow_foreign_urls
+            .iter()
+            .chain(&args.allow_foreign_urls),
+    ));
     config
         .download_manager
         .set_concurrency(ctx.config.transfers.concurrent_downloads);

@@ -309,3 +309,92 @@ async fn processes_pulling_into_one_new_store_at_once_all_succeed() {
         assert!(out.status.success(), "{}", text(&out.stdout));
     }
 }
+
+/// A registry holding an image whose one layer is non-distributable and only at a URL on a
+/// loopback server; returns the registry, the server, and the image reference.
+async fn foreign_layer_image() -> (Registry, hoist_test_support::HostileServer, String) {
+    use hoist_test_support::{Answer, HostileServer};
+    let registry = Registry::builder()
+        .allow_manifest_urls("^http://127\\.0\\.0\\.1:")
+        .start()
+        .await
+        .unwrap();
+    let (blob, diff_id) = layer(&[("etc/foreign", "from the url\n")]);
+    let served = blob.clone();
+    let foreign = HostileServer::start(move |_, path| {
+        if path == "/layer" {
+            Answer::new("200 OK").body(served.to_vec())
+        } else {
+            Answer::new("404 Not Found").body("")
+        }
+    })
+    .await
+    .unwrap();
+    let client = RegistryClient::builder().build().unwrap();
+    let r = client.repository(Endpoint::new(registry.host(), Scheme::Http), "cli/foreign");
+    let arch = hoist_distribution::Platform::host();
+    let config = bytes::Bytes::from(format!(
+        r#"{{"architecture":"{}","os":"linux","rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#,
+        arch.architecture
+    ));
+    let config_d = hoist_registry::digest::sha256_of(&config);
+    r.push_blob_bytes(&config_d, config.clone()).await.unwrap();
+    let layer_d = hoist_registry::digest::sha256_of(&blob);
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_d}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip","digest":"{layer_d}","size":{},"urls":["{}/layer"]}}]}}"#,
+        config.len(),
+        blob.len(),
+        foreign.url()
+    );
+    r.put_manifest("1", hoist_registry::manifest::OCI_MANIFEST, manifest.into())
+        .await
+        .unwrap();
+    let image = format!("{}/cli/foreign:1", registry.host());
+    (registry, foreign, image)
+}
+
+// Multi-threaded: the layer URL's server runs in this process while the binary runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_foreign_urls_from_the_flag_or_the_config_file_reaches_the_pull() {
+    let (_registry, foreign, image) = foreign_layer_image().await;
+    let home = tempfile::tempdir().unwrap();
+
+    // Not allowed: the URL is left alone and the registry lacks the blob.
+    let root = home.path().join("none");
+    let out = run(home.path(), &root, &["pull", &image]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(foreign.requests(), 0);
+
+    // Another host on the command line: still not contacted.
+    let out = run(
+        home.path(),
+        &root,
+        &["pull", "--allow-foreign-urls", "other.example", &image],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(foreign.requests(), 0);
+
+    // The flag names the host.
+    let root = home.path().join("flag");
+    let out = run(
+        home.path(),
+        &root,
+        &["pull", "--allow-foreign-urls", &foreign.host(), &image],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let after_flag = foreign.requests();
+    assert!(after_flag >= 1);
+
+    // The config file's `transfers.allow_foreign_urls` does the same.
+    let config = home.path().join("hoist.toml");
+    std::fs::write(&config, "[transfers]\nallow_foreign_urls = [\"*\"]\n").unwrap();
+    let root = home.path().join("config");
+    let out = run(
+        home.path(),
+        &root,
+        &["--config", config.to_str().unwrap(), "pull", &image],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(foreign.requests() > after_flag);
+    assert_eq!(foreign.requests_with_authorization(), 0);
+}
