@@ -150,6 +150,14 @@ impl ClientBuilder {
             .pool_max_idle_per_host(32)
             .tcp_nodelay(true)
             .http2_adaptive_window(true);
+        if cfg.is_none() {
+            // The system roots are read when a certificate is first verified, not now.
+            let tls = crate::tls::system_roots_config().map_err(|e| Error::Config {
+                host: host.to_owned(),
+                reason: format!("cannot set up TLS: {e}"),
+            })?;
+            b = b.use_preconfigured_tls(tls);
+        }
         if let Some(cfg) = cfg {
             let config_err = |reason: String| Error::Config {
                 host: host.to_owned(),

@@ -37,6 +37,7 @@ pub mod range;
 pub mod reference;
 pub mod repository;
 pub mod tags;
+mod tls;
 pub mod upload;
 mod upload_state;
 mod watchdog;

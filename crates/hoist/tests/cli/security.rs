@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::Command;
 
 use crate::pull::{run, seed_image};
 use crate::*;
@@ -431,6 +432,27 @@ async fn a_tls_registry_is_pulled_from_with_the_configured_ca_and_client_certifi
     assert!(
         !err.contains("Retrying"),
         "a refused certificate was retried: {err}"
+    );
+
+    // The system roots (read when a certificate is first verified) trusting the registry's CA:
+    // the handshake gets as far as the missing client certificate, which the registry refuses.
+    let no_dir = home.path().join("no-certs");
+    std::fs::create_dir(&no_dir).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hoist"))
+        .args(["--root", home.path().join("s0").to_str().unwrap()])
+        .args(["-vv", "pull", &image])
+        .env("DOCKER_CONFIG", home.path())
+        .env("HOME", home.path())
+        .env("SSL_CERT_FILE", &files.ca)
+        .env("SSL_CERT_DIR", &no_dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("system root certificates read"), "{err}");
+    assert!(
+        !err.contains("UnknownIssuer"),
+        "the CA from the system roots was not trusted: {err}"
     );
 
     let config = home.path().join("hoist.toml");
