@@ -300,6 +300,10 @@ pub struct PushConfig {
     pub platform: Option<Platform>,
     /// Bytes per `PATCH` of a chunked upload.
     pub chunk_size: u64,
+    /// Whether non-distributable ("foreign") layers, which their manifest points to by `urls`,
+    /// are uploaded too. By default they are not (as Docker does): their licence may forbid it,
+    /// and the manifest, pushed unchanged, still names where they are.
+    pub push_foreign_layers: bool,
     /// The final progress action of layers that were not uploaded, by progress id.
     pub(crate) finals: Arc<Mutex<HashMap<String, String>>>,
 }
@@ -310,6 +314,7 @@ impl fmt::Debug for PushConfig {
             .field("store", &self.store.root())
             .field("platform", &self.platform)
             .field("chunk_size", &self.chunk_size)
+            .field("push_foreign_layers", &self.push_foreign_layers)
             .finish_non_exhaustive()
     }
 }
@@ -329,8 +334,15 @@ impl PushConfig {
             event_logger: None,
             platform: None,
             chunk_size: DEFAULT_CHUNK_SIZE,
+            push_foreign_layers: false,
             finals: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// Sets [`PushConfig::push_foreign_layers`].
+    pub fn with_push_foreign_layers(mut self, push: bool) -> Self {
+        self.push_foreign_layers = push;
+        self
     }
 
     /// Sets the progress output.

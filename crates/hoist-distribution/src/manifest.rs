@@ -137,6 +137,16 @@ pub struct LayerRef {
     pub urls: Vec<String>,
 }
 
+impl LayerRef {
+    /// Whether the layer is non-distributable ("foreign"): a registry need not hold it, and its
+    /// descriptor names `urls` to fetch it from.
+    pub fn is_foreign(&self) -> bool {
+        !self.urls.is_empty()
+            && (self.blob.media_type == DOCKER_FOREIGN_LAYER_GZIP
+                || self.blob.media_type.contains(".nondistributable."))
+    }
+}
+
 /// An image manifest (Docker schema 2 or OCI).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageManifest {

@@ -60,6 +60,9 @@ pub enum PushOutcome {
     },
     /// It was uploaded.
     Uploaded,
+    /// It was not uploaded: a non-distributable layer, which the manifest points to by its
+    /// `urls` ([`crate::PushConfig::push_foreign_layers`] is off).
+    Foreign,
 }
 
 /// A blob in the registry after a push.
@@ -600,7 +603,18 @@ async fn push_image(
         });
     }
     let mut uploads = Vec::new();
+    // Per layer, base first: the index of its upload, or `None` for a foreign layer left out.
+    let mut slots = Vec::with_capacity(layers.len());
     for (layer, diff_id) in layers.iter().zip(&image_config.diff_ids) {
+        if layer.is_foreign() && !config.push_foreign_layers {
+            progress.update(Progress::new(
+                crate::fetch::short_id(&layer.blob.digest),
+                "Foreign layer, not pushed",
+            ));
+            slots.push(None);
+            continue;
+        }
+        slots.push(Some(uploads.len()));
         let store = config.store.clone();
         let d = layer.blob.digest.clone();
         let present = blocking(move || store.content().contains(&d))
@@ -632,14 +646,23 @@ async fn push_image(
         )
         .await
         .map_err(|source| Error::Upload { source })?;
-    let pushed: Vec<PushedBlob> = uploads
+    let pushed: Vec<PushedBlob> = layers
         .iter()
-        .map(|u| {
-            lock(&u.remote).clone().unwrap_or(PushedBlob {
-                digest: u.blob.digest.clone(),
-                size: u.blob.size,
-                outcome: PushOutcome::Uploaded,
-            })
+        .zip(&slots)
+        .map(|(layer, slot)| match slot {
+            Some(i) => {
+                let u = &uploads[*i];
+                lock(&u.remote).clone().unwrap_or(PushedBlob {
+                    digest: u.blob.digest.clone(),
+                    size: u.blob.size,
+                    outcome: PushOutcome::Uploaded,
+                })
+            }
+            None => PushedBlob {
+                digest: layer.blob.digest.clone(),
+                size: layer.blob.size,
+                outcome: PushOutcome::Foreign,
+            },
         })
         .collect();
 
@@ -670,7 +693,12 @@ async fn push_image(
     let registry = cx.registry.clone();
     let repository = cx.repo.name().to_owned();
     let blobs: Vec<Digest> = std::iter::once(cfg_digest)
-        .chain(layers.iter().map(|l| l.blob.digest.clone()))
+        .chain(
+            pushed
+                .iter()
+                .filter(|p| p.outcome != PushOutcome::Foreign)
+                .map(|p| p.digest.clone()),
+        )
         .collect();
     blocking(move || {
         let now = SystemTime::now();

@@ -135,6 +135,10 @@ pub struct PushArgs {
     /// The platform to push when the name holds a multi-platform image [default: this machine]
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     pub platform: Option<String>,
+    /// Upload non-distributable ("foreign") layers too; by default they are left out and the
+    /// manifest keeps pointing to their URLs
+    #[arg(long)]
+    pub push_foreign_layers: bool,
 }
 
 /// `hoist copy`.

@@ -285,3 +285,67 @@ async fn a_url_that_breaks_off_mid_blob_is_resumed_from_the_registry() {
     assert_eq!(std::fs::read(dir.path().join("Files/big")).unwrap(), big);
     assert_clean(&local.store);
 }
+
+#[tokio::test]
+async fn a_push_leaves_foreign_layers_out_unless_asked_to_upload_them() {
+    let registry = registry(false).await;
+    let foreign = serving_layer(the_layer().blob).await;
+    let layer = the_layer();
+    let r = repo(&registry.host(), "win/base");
+    push_foreign_image(&r, &layer, &[format!("{}/layer", foreign.url())], false).await;
+    let local = local_store();
+    let cfg = foreign_config(&local.store, client(), ForeignUrls::Any);
+    let pulled = pull(&cfg, &image_ref(&registry.host(), "win/base:1"))
+        .await
+        .unwrap();
+    let stored = local.store.resolve(&pulled.reference).unwrap().unwrap();
+
+    for (repository, upload) in [("win/skip", false), ("win/all", true)] {
+        let target = format!("{}/{repository}:1", registry.host());
+        local.store.add_reference(&target, &stored).unwrap();
+        let (cfg, progress) = push_config(&local.store);
+        let cfg = cfg.with_push_foreign_layers(upload);
+        let result = hoist_distribution::push(
+            &cfg,
+            &image_ref(&registry.host(), &format!("{repository}:1")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            result.digest, pulled.digest,
+            "the manifest is pushed unchanged"
+        );
+        let outcome = &result.layers[0].outcome;
+        let in_registry = repo(&registry.host(), repository)
+            .head_blob(&layer.digest())
+            .await
+            .unwrap()
+            .is_some();
+        if upload {
+            assert_eq!(*outcome, hoist_distribution::PushOutcome::Uploaded);
+            assert!(
+                in_registry,
+                "the foreign layer was asked for and not uploaded"
+            );
+        } else {
+            assert_eq!(*outcome, hoist_distribution::PushOutcome::Foreign);
+            assert!(!in_registry, "a foreign layer was uploaded by default");
+            let id = short(&layer.digest());
+            assert!(
+                progress
+                    .actions(&id)
+                    .iter()
+                    .any(|a| a == "Foreign layer, not pushed"),
+                "{:?}",
+                progress.actions(&id)
+            );
+        }
+        // Either way the registry serves the image: its manifest names the layer's URLs.
+        let manifest = repo(&registry.host(), repository)
+            .get_manifest("1")
+            .await
+            .unwrap();
+        assert_eq!(manifest.digest, pulled.digest);
+        assert!(String::from_utf8_lossy(&manifest.bytes).contains("/layer"));
+    }
+}

@@ -113,6 +113,7 @@ pub async fn push(ctx: &Context, args: PushArgs) -> anyhow::Result<()> {
     if let Some(p) = &args.platform {
         config = config.with_platform(Platform::parse(p)?);
     }
+    config = config.with_push_foreign_layers(args.push_foreign_layers);
     let config = Arc::new(config);
     let result = hoist_distribution::push(&config, &reference).await;
     drop(config);
