@@ -75,51 +75,13 @@ impl Repository {
             return self.get_blob(digest).await;
         }
         let url = self.url(&format!("blobs/{digest}"))?;
-        let range_err = |source| Error::Range {
-            url: crate::client::redact_url(&url),
-            source,
-        };
-        let asked = if offset < size {
-            ByteRange::new(offset, size - 1).map_err(range_err)?
-        } else {
-            return Err(range_err(range::RangeError::InvalidRange {
-                first: offset,
-                last: size.saturating_sub(1),
-            }));
-        };
+        let asked = resume_range(&url, offset, size)?;
         let mut req = self.req(Method::GET, url.clone(), Access::Pull);
-        req.headers.insert(
-            header::RANGE,
-            header_value(&range::range_header(&[asked]).map_err(range_err)?),
-        );
-        let resp = self.send(req).await?;
-        if resp.status != StatusCode::PARTIAL_CONTENT {
-            tracing::debug!(url = %resp.body.url(), status = %resp.status, "range ignored; restarting from byte 0");
-            return Ok(BlobResponse {
-                start: 0,
-                total: content_length(&resp),
-                body: resp.body,
-            });
-        }
-        let checked = header_str(&resp.headers, "content-range")
-            .ok_or(range::RangeError::NoRanges)
-            .and_then(ContentRange::parse)
-            .and_then(|cr| cr.check(asked, Some(size)));
-        match checked {
-            Ok(got) if got == asked => Ok(BlobResponse {
-                start: offset,
-                total: Some(size),
-                body: resp.body,
-            }),
-            other => {
-                tracing::warn!(
-                    url = %resp.body.url(),
-                    answer = ?other,
-                    "registry answered a resume with the wrong range; restarting from byte 0"
-                );
-                drop(resp);
-                self.get_blob(digest).await
-            }
+        req.headers
+            .insert(header::RANGE, range_header_value(&url, asked)?);
+        match resumed(self.send(req).await?, asked, size, "registry") {
+            Some(resp) => Ok(resp),
+            None => self.get_blob(digest).await,
         }
     }
 
@@ -649,6 +611,87 @@ async fn drive(
         return false;
     }
     true
+}
+
+/// The closed range that resumes a blob of `size` bytes at `offset` (`offset < size`).
+pub(crate) fn resume_range(url: &url::Url, offset: u64, size: u64) -> Result<ByteRange> {
+    let range_err = |source| Error::Range {
+        url: crate::client::redact_url(url),
+        source,
+    };
+    if offset >= size {
+        return Err(range_err(range::RangeError::InvalidRange {
+            first: offset,
+            last: size.saturating_sub(1),
+        }));
+    }
+    ByteRange::new(offset, size - 1).map_err(range_err)
+}
+
+/// The `Range` header value asking for `asked`.
+pub(crate) fn range_header_value(url: &url::Url, asked: ByteRange) -> Result<HeaderValue> {
+    let value = range::range_header(&[asked]).map_err(|source| Error::Range {
+        url: crate::client::redact_url(url),
+        source,
+    })?;
+    Ok(crate::client::header_value(&value))
+}
+
+/// Whether a `206` carries exactly `asked` of a blob of `size` bytes; if not, what it carries.
+pub(crate) fn exact_range(
+    resp: &Resp,
+    asked: ByteRange,
+    size: u64,
+) -> std::result::Result<(), String> {
+    if resp.status != StatusCode::PARTIAL_CONTENT {
+        return Err(format!("status {} instead of 206", resp.status));
+    }
+    let got = header_str(&resp.headers, "content-range")
+        .ok_or(range::RangeError::NoRanges)
+        .and_then(ContentRange::parse)
+        .and_then(|cr| cr.check(asked, Some(size)))
+        .map_err(|e| e.to_string())?;
+    if got == asked {
+        Ok(())
+    } else {
+        Err(format!("bytes {got}"))
+    }
+}
+
+/// The answer to a resume asking for `asked` of a blob of `size` bytes from `source` (named in
+/// the log): a `206` with exactly that range resumes; anything but a `206` (range ignored)
+/// restarts from byte 0 ([`BlobResponse::start`] 0). A `206` for another range is dropped and
+/// `None` returned: the caller asks for the whole blob again, never using bytes at the wrong
+/// offset.
+pub(crate) fn resumed(
+    resp: Resp,
+    asked: ByteRange,
+    size: u64,
+    source: &str,
+) -> Option<BlobResponse> {
+    if resp.status != StatusCode::PARTIAL_CONTENT {
+        tracing::debug!(url = %resp.body.url(), status = %resp.status, "range ignored; restarting from byte 0");
+        return Some(BlobResponse {
+            start: 0,
+            total: content_length(&resp),
+            body: resp.body,
+        });
+    }
+    match exact_range(&resp, asked, size) {
+        Ok(()) => Some(BlobResponse {
+            start: asked.first(),
+            total: Some(size),
+            body: resp.body,
+        }),
+        Err(answer) => {
+            tracing::warn!(
+                url = %resp.body.url(),
+                %answer,
+                "{source} answered a resume with the wrong range; restarting from byte 0"
+            );
+            None
+        }
+    }
 }
 
 pub(crate) fn content_length(resp: &Resp) -> Option<u64> {

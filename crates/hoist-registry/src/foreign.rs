@@ -12,13 +12,12 @@
 
 use std::collections::BTreeSet;
 
-use http::{HeaderMap, Method, StatusCode, header};
+use http::{HeaderMap, Method, header};
 use url::Url;
 
-use crate::blob::{BlobResponse, content_length};
-use crate::client::{RegistryClient, Req, ReqBody, Resp, header_str, header_value, redact_url};
+use crate::blob::{BlobResponse, content_length, range_header_value, resume_range, resumed};
+use crate::client::{RegistryClient, Req, ReqBody, Resp, redact_url};
 use crate::error::{Error, Result};
-use crate::range::{self, ByteRange, ContentRange};
 
 impl RegistryClient {
     /// Streams the blob of `size` bytes at `url` from `offset` on, without any credentials.
@@ -36,51 +35,17 @@ impl RegistryClient {
         if offset == 0 {
             return self.get_foreign_whole(url).await;
         }
-        let range_err = |source| Error::Range {
-            url: redact_url(url),
-            source,
-        };
-        let asked = if offset < size {
-            ByteRange::new(offset, size - 1).map_err(range_err)?
-        } else {
-            return Err(range_err(range::RangeError::InvalidRange {
-                first: offset,
-                last: size.saturating_sub(1),
-            }));
-        };
+        let asked = resume_range(url, offset, size)?;
         let mut headers = HeaderMap::new();
-        headers.insert(
-            header::RANGE,
-            header_value(&range::range_header(&[asked]).map_err(range_err)?),
-        );
-        let resp = self.send_anonymous(url, headers).await?;
-        if resp.status != StatusCode::PARTIAL_CONTENT {
-            tracing::debug!(url = %resp.body.url(), status = %resp.status, "range ignored; restarting from byte 0");
-            return Ok(BlobResponse {
-                start: 0,
-                total: content_length(&resp),
-                body: resp.body,
-            });
-        }
-        let checked = header_str(&resp.headers, "content-range")
-            .ok_or(range::RangeError::NoRanges)
-            .and_then(ContentRange::parse)
-            .and_then(|cr| cr.check(asked, Some(size)));
-        match checked {
-            Ok(got) if got == asked => Ok(BlobResponse {
-                start: offset,
-                total: Some(size),
-                body: resp.body,
-            }),
-            other => {
-                tracing::warn!(
-                    url = %resp.body.url(),
-                    answer = ?other,
-                    "a layer URL answered a resume with the wrong range; restarting from byte 0"
-                );
-                drop(resp);
-                self.get_foreign_whole(url).await
-            }
+        headers.insert(header::RANGE, range_header_value(url, asked)?);
+        match resumed(
+            self.send_anonymous(url, headers).await?,
+            asked,
+            size,
+            "a layer URL",
+        ) {
+            Some(resp) => Ok(resp),
+            None => self.get_foreign_whole(url).await,
         }
     }
 

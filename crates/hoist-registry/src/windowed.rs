@@ -24,11 +24,12 @@ use futures_util::Stream;
 use http::{Method, StatusCode, header};
 use oci_spec::image::Digest;
 
+use crate::blob::{content_length, exact_range};
 use crate::body::BodyStream;
 use crate::chunk_strategy::RangeMode;
-use crate::client::{Resp, header_str};
+use crate::client::Resp;
 use crate::error::{Error, Result};
-use crate::range::{self, ByteRange, ContentRange};
+use crate::range::{self, ByteRange};
 use crate::repository::{Access, Repository};
 use crate::window::{WindowConfig, WindowPlan};
 
@@ -126,25 +127,13 @@ impl Repository {
         let ranges_ignored = self.client.range_mode(&self.endpoint.host) == RangeMode::FullBody;
         let Some(mut plan) = plan.filter(|_| !ranges_ignored) else {
             let resp = self.get_blob_from(digest, offset, size).await?;
-            return Ok(WindowedBlob {
-                start: resp.start,
-                total: resp.total,
-                body: WindowedBody {
-                    inner: Inner::Single(resp.body),
-                },
-            });
+            return Ok(resp.into());
         };
         let url = self.url(&format!("blobs/{digest}"))?;
         let Some(first) = plan.next_request() else {
             // A plan always has a first window; without one, read the bytes in one request.
             let resp = self.get_blob_from(digest, offset, size).await?;
-            return Ok(WindowedBlob {
-                start: resp.start,
-                total: resp.total,
-                body: WindowedBody {
-                    inner: Inner::Single(resp.body),
-                },
-            });
+            return Ok(resp.into());
         };
         let resp = send_window(self.clone(), url.clone(), first).await?;
         if resp.status != StatusCode::PARTIAL_CONTENT {
@@ -153,7 +142,7 @@ impl Repository {
                 .learn_range_mode(&self.endpoint.host, RangeMode::FullBody);
             return Ok(WindowedBlob {
                 start: 0,
-                total: header_str(&resp.headers, "content-length").and_then(|s| s.parse().ok()),
+                total: content_length(&resp),
                 body: WindowedBody {
                     inner: Inner::Single(resp.body),
                 },
@@ -164,13 +153,7 @@ impl Repository {
             Err(e) => {
                 tracing::warn!(error = %e, "registry answered the first window with the wrong range; reading the whole blob");
                 let resp = self.get_blob(digest).await?;
-                return Ok(WindowedBlob {
-                    start: resp.start,
-                    total: resp.total,
-                    body: WindowedBody {
-                        inner: Inner::Single(resp.body),
-                    },
-                });
+                return Ok(resp.into());
             }
         };
         let mut windows = Windows {
@@ -208,23 +191,7 @@ async fn send_window(repo: Repository, url: url::Url, range: ByteRange) -> Resul
 /// The body of `resp` if it is a `206` for exactly `asked` of a blob of `size` bytes; otherwise
 /// a retryable error saying what came instead.
 fn check_window(resp: Resp, asked: ByteRange, size: u64) -> Result<BodyStream> {
-    let answer = if resp.status != StatusCode::PARTIAL_CONTENT {
-        Err(format!("status {} instead of 206", resp.status))
-    } else {
-        header_str(&resp.headers, "content-range")
-            .ok_or(range::RangeError::NoRanges)
-            .and_then(ContentRange::parse)
-            .and_then(|cr| cr.check(asked, Some(size)))
-            .map_err(|e| e.to_string())
-            .and_then(|got| {
-                if got == asked {
-                    Ok(())
-                } else {
-                    Err(format!("bytes {got}"))
-                }
-            })
-    };
-    match answer {
+    match exact_range(&resp, asked, size) {
         Ok(()) => Ok(resp.body),
         Err(what) => Err(Error::InvalidResponse {
             url: resp.body.url().to_owned(),
