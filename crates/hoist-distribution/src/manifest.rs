@@ -137,13 +137,17 @@ pub struct LayerRef {
     pub urls: Vec<String>,
 }
 
+/// Whether a descriptor of `media_type` with `urls` names a non-distributable ("foreign")
+/// blob: a registry need not hold it, copies and pushes leave it out.
+pub fn is_foreign(media_type: &str, urls: &[String]) -> bool {
+    !urls.is_empty()
+        && (media_type == DOCKER_FOREIGN_LAYER_GZIP || media_type.contains(".nondistributable."))
+}
+
 impl LayerRef {
-    /// Whether the layer is non-distributable ("foreign"): a registry need not hold it, and its
-    /// descriptor names `urls` to fetch it from.
+    /// Whether the layer is non-distributable ([`is_foreign`]).
     pub fn is_foreign(&self) -> bool {
-        !self.urls.is_empty()
-            && (self.blob.media_type == DOCKER_FOREIGN_LAYER_GZIP
-                || self.blob.media_type.contains(".nondistributable."))
+        is_foreign(&self.blob.media_type, &self.urls)
     }
 }
 

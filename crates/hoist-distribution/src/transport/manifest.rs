@@ -22,21 +22,21 @@ pub const MANIFEST_LIMIT: u64 = 4 << 20;
 pub const CONFIG_LIMIT: u64 = 32 << 20;
 
 /// Media type of a Docker image config.
-pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+pub const DOCKER_CONFIG: &str = crate::manifest::DOCKER_CONFIG;
 /// Media type of an OCI image config.
-pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const OCI_CONFIG: &str = crate::manifest::OCI_CONFIG;
 /// Media type of an uncompressed Docker layer.
-pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
+pub const DOCKER_LAYER: &str = crate::manifest::DOCKER_LAYER_TAR;
 /// Media type of a gzip-compressed Docker layer.
-pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+pub const DOCKER_LAYER_GZIP: &str = crate::manifest::DOCKER_LAYER_GZIP;
 /// Media type of a Docker foreign (non-distributable) layer.
-pub const DOCKER_LAYER_FOREIGN: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+pub const DOCKER_LAYER_FOREIGN: &str = crate::manifest::DOCKER_FOREIGN_LAYER_GZIP;
 /// Media type of an uncompressed OCI layer.
-pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+pub const OCI_LAYER: &str = crate::manifest::OCI_LAYER_TAR;
 /// Media type of a gzip-compressed OCI layer.
-pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const OCI_LAYER_GZIP: &str = crate::manifest::OCI_LAYER_GZIP;
 /// Media type of a zstd-compressed OCI layer.
-pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+pub const OCI_LAYER_ZSTD: &str = crate::manifest::OCI_LAYER_ZSTD;
 
 /// A content descriptor, as manifests and indexes write them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,9 +56,7 @@ pub(crate) struct Descriptor {
 impl Descriptor {
     /// Whether the blob is not distributable: registries may not hold it and copies skip it.
     pub fn is_foreign(&self) -> bool {
-        !self.urls.is_empty()
-            && (self.media_type == DOCKER_LAYER_FOREIGN
-                || self.media_type.contains(".nondistributable."))
+        crate::manifest::is_foreign(&self.media_type, &self.urls)
     }
 }
 
