@@ -97,3 +97,37 @@ pub async fn push_image(repo: &Repository, tag: &str, seed: u64) -> (Bytes, Dige
         .unwrap();
     (manifest, d)
 }
+
+/// A blob in a plain registry, read through a fault proxy.
+pub struct Proxied {
+    pub _registry: Registry,
+    pub proxy: hoist_test_support::FaultProxy,
+    /// The repository, reached through the proxy.
+    pub repo: Repository,
+    pub data: Bytes,
+    pub digest: Digest,
+}
+
+/// Pushes `len` bytes of [`blob`]`(len, seed)` to a new plain registry and returns them with a
+/// repository handle that goes through a fresh fault proxy (its log cleared).
+pub async fn proxied(name: &str, len: usize, seed: u64) -> Proxied {
+    let (registry, direct) = plain(name).await;
+    let data = blob(len, seed);
+    let digest = push(&direct, &data).await;
+    let proxy = hoist_test_support::FaultProxy::start(&registry.url())
+        .await
+        .unwrap();
+    let client = RegistryClient::builder()
+        .stall_timeout(std::time::Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let repo = client.repository(Endpoint::new(proxy.host(), Scheme::Http), name);
+    proxy.clear_log();
+    Proxied {
+        _registry: registry,
+        proxy,
+        repo,
+        data,
+        digest,
+    }
+}

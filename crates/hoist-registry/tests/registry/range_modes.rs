@@ -1,40 +1,14 @@
 //! Adaptive chunk reads: every fallback a registry's way with ranges calls for, through the fault
 //! proxy, with the right bytes every time and the host's mode remembered for the next read.
 
-use std::time::Duration;
-
 use crate::*;
 use futures_util::StreamExt;
 use hoist_registry::{Chunk, RangeMode};
-use hoist_test_support::{Action, FaultProxy, LogEntry, Matcher, RangeFault, Rule};
-
-struct Setup {
-    _registry: Registry,
-    proxy: FaultProxy,
-    repo: Repository,
-    data: Bytes,
-    digest: Digest,
-}
+use hoist_test_support::{Action, LogEntry, Matcher, RangeFault, Rule};
 
 /// A 1 MiB blob behind a proxy.
-async fn setup(name: &str) -> Setup {
-    let (registry, direct) = plain(name).await;
-    let data = blob(1 << 20, 70);
-    let digest = push(&direct, &data).await;
-    let proxy = FaultProxy::start(&registry.url()).await.unwrap();
-    let client = RegistryClient::builder()
-        .stall_timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let repo = client.repository(Endpoint::new(proxy.host(), Scheme::Http), name);
-    proxy.clear_log();
-    Setup {
-        _registry: registry,
-        proxy,
-        repo,
-        data,
-        digest,
-    }
+async fn setup(name: &str) -> Proxied {
+    proxied(name, 1 << 20, 70).await
 }
 
 /// Five chunks far enough apart to be five ranges.
@@ -49,7 +23,7 @@ fn chunks() -> Vec<Chunk> {
 }
 
 /// Reads `chunks` and checks every byte against the blob; pieces must come in chunk order.
-async fn read_and_check(s: &Setup, chunks: &[Chunk]) {
+async fn read_and_check(s: &Proxied, chunks: &[Chunk]) {
     let mut got = vec![Vec::new(); chunks.len()];
     let mut last = 0;
     let mut stream = s.repo.get_blob_at(&s.digest, chunks).await.unwrap();
@@ -70,7 +44,7 @@ async fn read_and_check(s: &Setup, chunks: &[Chunk]) {
     }
 }
 
-fn blob_gets(s: &Setup) -> Vec<LogEntry> {
+fn blob_gets(s: &Proxied) -> Vec<LogEntry> {
     s.proxy.requests(&Matcher::get("/blobs/"))
 }
 
@@ -78,7 +52,7 @@ fn ranges_in(e: &LogEntry) -> usize {
     e.range.as_deref().map_or(0, |r| r.split(',').count())
 }
 
-fn mode(s: &Setup) -> RangeMode {
+fn mode(s: &Proxied) -> RangeMode {
     s.repo.client().range_mode(&s.proxy.host())
 }
 

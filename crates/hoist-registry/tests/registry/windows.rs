@@ -2,57 +2,31 @@
 //! the fault proxy: exact bytes from any offset, one ranged request per window, requests sent
 //! only as the reader nears the end of a window, and registries that ignore or garble ranges.
 
-use std::time::Duration;
-
 use crate::*;
 use futures_util::StreamExt;
 use hoist_registry::{RangeMode, WindowConfig};
-use hoist_test_support::{Action, FaultProxy, Matcher, Rule};
+use hoist_test_support::{Action, Matcher, Rule};
 
 const WINDOW: u64 = 64 << 10;
 const LEAD: u64 = 16 << 10;
 /// Not a multiple of the window: the last window is shorter.
 const LEN: usize = (1 << 20) + 1000;
 
-struct Setup {
-    _registry: Registry,
-    proxy: FaultProxy,
-    repo: Repository,
-    data: Bytes,
-    digest: Digest,
-}
-
-async fn setup(name: &str) -> Setup {
-    let (registry, direct) = plain(name).await;
-    let data = blob(LEN, 91);
-    let digest = push(&direct, &data).await;
-    let proxy = FaultProxy::start(&registry.url()).await.unwrap();
-    let client = RegistryClient::builder()
-        .stall_timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let repo = client.repository(Endpoint::new(proxy.host(), Scheme::Http), name);
-    proxy.clear_log();
-    Setup {
-        _registry: registry,
-        proxy,
-        repo,
-        data,
-        digest,
-    }
+async fn setup(name: &str) -> Proxied {
+    proxied(name, LEN, 91).await
 }
 
 fn config() -> WindowConfig {
     WindowConfig::new(WINDOW, LEAD)
 }
 
-fn blob_gets(s: &Setup) -> usize {
+fn blob_gets(s: &Proxied) -> usize {
     s.proxy.count(&Matcher::get("/blobs/"))
 }
 
 /// Reads a windowed download from `offset` to its end; returns its start and the bytes read
 /// before the end or the first error, and that error.
-async fn read_from(s: &Setup, offset: u64) -> (u64, Vec<u8>, Option<hoist_registry::Error>) {
+async fn read_from(s: &Proxied, offset: u64) -> (u64, Vec<u8>, Option<hoist_registry::Error>) {
     let size = s.data.len() as u64;
     let resp = s
         .repo
