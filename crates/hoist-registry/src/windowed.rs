@@ -123,18 +123,14 @@ impl Repository {
         size: u64,
         config: WindowConfig,
     ) -> Result<WindowedBlob> {
-        let plan = WindowPlan::new(offset, size, config);
         let ranges_ignored = self.client.range_mode(&self.endpoint.host) == RangeMode::FullBody;
-        let Some(mut plan) = plan.filter(|_| !ranges_ignored) else {
-            let resp = self.get_blob_from(digest, offset, size).await?;
-            return Ok(resp.into());
+        let windows = WindowPlan::new(offset, size, config)
+            .filter(|_| !ranges_ignored)
+            .and_then(|mut plan| plan.next_request().map(|first| (plan, first)));
+        let Some((plan, first)) = windows else {
+            return Ok(self.get_blob_from(digest, offset, size).await?.into());
         };
         let url = self.url(&format!("blobs/{digest}"))?;
-        let Some(first) = plan.next_request() else {
-            // A plan always has a first window; without one, read the bytes in one request.
-            let resp = self.get_blob_from(digest, offset, size).await?;
-            return Ok(resp.into());
-        };
         let resp = send_window(self.clone(), url.clone(), first).await?;
         if resp.status != StatusCode::PARTIAL_CONTENT {
             tracing::debug!(url = %resp.body.url(), status = %resp.status, "range ignored; reading the whole blob");
